@@ -1,0 +1,562 @@
+"""The Web Site Process Bus: a process state machine with topic-based publish/subscribe.
+
+This module is the whole core. It imports only the stdlib and knows nothing about plugins,
+servers or sites; they plug into it through channels.
+
+Rules it keeps (see README "Design rules"):
+
+* publish() is the hot path. It reads an immutable, already sorted tuple of listeners for the
+  channel; subscribe()/unsubscribe() (rare) rebuild that tuple under the lock. So any number
+  of threads may subscribe, unsubscribe and publish at once without losing a listener.
+* Nothing waits on a tick. wait()/block() sleep on a condition variable that every state
+  change notifies; they only wake periodically while somebody listens on the channel they
+  were asked to publish (block() publishes 'main').
+* Shutdown is bounded. 'stop' and 'exit' listeners run on a worker thread; one that does not
+  return within ``graceful_timeout`` is named in the log and left behind, and the rest run.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from . import _reexec
+
+__all__ = ["Bus", "ChannelFailures", "State", "states"]
+
+BUILTIN_CHANNELS = ("start", "stop", "exit", "graceful", "log", "main")
+DEFAULT_PRIORITY = 50
+#: Seconds a 'stop'/'exit' listener, or a thread at exit, may take before the bus gives up on it.
+#: gunicorn's default graceful timeout, and what Kubernetes' default grace period leaves room for.
+DEFAULT_GRACEFUL_TIMEOUT = 30.0
+
+
+class ChannelFailures(Exception):
+    """One or more listeners of a channel raised; every exception is kept."""
+
+    delimiter = "\n"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._exceptions: list[BaseException] = []
+
+    def handle_exception(self) -> None:
+        """Record the exception being handled now."""
+        self._exceptions.append(sys.exc_info()[1])
+
+    def add(self, exc: BaseException) -> None:
+        """Record an exception caught elsewhere (another thread)."""
+        self._exceptions.append(exc)
+
+    def get_instances(self) -> list[BaseException]:
+        """A copy of the recorded exceptions, in the order they happened."""
+        return self._exceptions[:]
+
+    def __str__(self) -> str:
+        return self.delimiter.join(map(repr, self.get_instances()))
+
+    __repr__ = __str__
+
+    def __bool__(self) -> bool:
+        return bool(self._exceptions)
+
+
+class State:
+    """One state of the bus; compared by identity."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return "states.%s" % self.name
+
+
+class _StateEnum:
+    STOPPED = State("STOPPED")
+    STARTING = State("STARTING")
+    STARTED = State("STARTED")
+    STOPPING = State("STOPPING")
+    EXITING = State("EXITING")
+
+    def __iter__(self):
+        return iter((self.STOPPED, self.STARTING, self.STARTED, self.STOPPING, self.EXITING))
+
+
+states = _StateEnum()
+
+Listener = Callable[..., Any]
+
+
+def _as_state_set(state: State | Iterable[State]) -> frozenset[State]:
+    if isinstance(state, State):
+        return frozenset((state,))
+    return frozenset(state)
+
+
+def _describe(listener: Listener) -> str:
+    name = getattr(listener, "__qualname__", None) or repr(listener)
+    owner = getattr(listener, "__self__", None)
+    if owner is not None and not isinstance(owner, type(sys)):
+        return "%s of %r" % (name, owner)
+    module = getattr(listener, "__module__", None)
+    return "%s.%s" % (module, name) if module else name
+
+
+class ListenersView(Mapping):
+    """Read-only mapping of channel -> frozenset of listeners, backed by the bus."""
+
+    __slots__ = ("_bus",)
+
+    def __init__(self, bus: "Bus") -> None:
+        self._bus = bus
+
+    def __getitem__(self, channel: str) -> frozenset:
+        with self._bus._lock:
+            return frozenset(self._bus._subscriptions[channel])
+
+    def __iter__(self):
+        with self._bus._lock:
+            return iter(list(self._bus._subscriptions))
+
+    def __len__(self) -> int:
+        return len(self._bus._subscriptions)
+
+    def setdefault(self, channel: str, default: Any = None) -> frozenset:
+        self._bus.declare_channel(channel)
+        return self[channel]
+
+
+class Bus:
+    """Process state machine and messenger for HTTP site deployment.
+
+    All state changes go through the ``state`` property, which wakes every waiter.
+    """
+
+    states = states
+
+    def __init__(self, *, graceful_timeout: float | None = DEFAULT_GRACEFUL_TIMEOUT) -> None:
+        self.execv = False
+        #: Bound on each 'stop'/'exit' listener and on waiting for threads at exit (None: no bound).
+        self.graceful_timeout = graceful_timeout
+        #: Exit status a failure asked for (a server that died, a start that failed); 0 otherwise.
+        self.exit_code = 0
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._state = states.STOPPED
+        self._exit_begun = False
+        self._exit_done = False
+        self._state_watchers: list[Callable[[State], None]] = []
+        # channel -> {listener: (priority, sequence)}; mutated only under the lock.
+        self._subscriptions: dict[str, dict[Listener, tuple[int, int]]] = {
+            channel: {} for channel in BUILTIN_CHANNELS
+        }
+        # channel -> listeners sorted by (priority, sequence); replaced, never mutated.
+        self._ordered: dict[str, tuple[Listener, ...]] = {}
+        self._sequence = 0
+        self._stdlib_logger = None
+        self.subscribe("log", self.log_to_stdlib, priority=100)
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, value: State) -> None:
+        with self._changed:
+            self._state = value
+            self._changed.notify_all()
+            watchers = tuple(self._state_watchers)
+        for watcher in watchers:
+            watcher(value)
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    @property
+    def listeners(self) -> "ListenersView":
+        """Channel name -> frozenset of its listeners (a live, read-only view).
+
+        ``listeners.setdefault(channel, ...)`` declares a channel, as CherryPy plugins do so
+        that SimplePlugin binds their methods to it.
+        """
+        return ListenersView(self)
+
+    def declare_channel(self, channel: str) -> None:
+        """Make ``channel`` known (it appears in ``listeners``) even with no listener yet."""
+        with self._lock:
+            self._subscriptions.setdefault(channel, {})
+
+    def subscribe(self, channel: str, callback: Listener | None = None, priority: int | None = None):
+        """Add ``callback`` to ``channel``; with no callback, a decorator returning the callback.
+
+        Lower priority runs first (default ``callback.priority``, else 50); equal priorities run
+        in subscription order. Subscribing again only updates the priority.
+        """
+        if callback is None:
+            return lambda func: self.subscribe(channel, func, priority)
+        if priority is None:
+            priority = getattr(callback, "priority", DEFAULT_PRIORITY)
+        with self._changed:
+            subs = self._subscriptions.setdefault(channel, {})
+            previous = subs.get(callback)
+            if previous is None:
+                self._sequence += 1
+                subs[callback] = (priority, self._sequence)
+            else:
+                subs[callback] = (priority, previous[1])
+            self._reorder(channel)
+        return callback
+
+    def unsubscribe(self, channel: str, callback: Listener) -> None:
+        """Remove ``callback`` from ``channel``; unknown pairs are ignored."""
+        with self._changed:
+            subs = self._subscriptions.get(channel)
+            if subs is not None and subs.pop(callback, None) is not None:
+                self._reorder(channel)
+
+    def _reorder(self, channel: str) -> None:
+        subs = self._subscriptions[channel]
+        ordered = tuple(sorted(subs, key=subs.__getitem__))
+        if ordered:
+            self._ordered[channel] = ordered
+        else:
+            self._ordered.pop(channel, None)
+        # A waiter publishing this channel periodically may now need to start (or stop) ticking.
+        self._changed.notify_all()
+
+    def watch_state(self, watcher: Callable[[State], None]) -> Callable[[], None]:
+        """Call ``watcher(state)`` after every state change; returns a function that stops it.
+
+        The watcher runs in the thread that changed the state and must not block.
+        """
+        with self._lock:
+            self._state_watchers.append(watcher)
+
+        def unwatch() -> None:
+            with self._lock:
+                if watcher in self._state_watchers:
+                    self._state_watchers.remove(watcher)
+
+        return unwatch
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def publish(self, channel: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """Call every listener of ``channel``; return their results in order.
+
+        Every listener runs even if another fails; the failures are logged and raised together
+        as one ChannelFailures. KeyboardInterrupt and SystemExit propagate at once.
+        """
+        listeners = self._ordered.get(channel)
+        if not listeners:
+            return []
+        output = []
+        failures = None
+        for listener in listeners:
+            try:
+                output.append(listener(*args, **kwargs))
+            except KeyboardInterrupt:
+                raise
+            except SystemExit as exc:
+                if failures and exc.code == 0:
+                    exc.code = 1
+                raise
+            except Exception as exc:
+                if failures is None:
+                    failures = ChannelFailures()
+                failures.add(exc)
+                self._log_failure(channel, listener, exc)
+        if failures:
+            raise failures
+        return output
+
+    def _log_failure(self, channel: str, listener: Listener, exc: BaseException) -> None:
+        if channel == "log":
+            return  # a broken log listener must not recurse into the log
+        import traceback
+
+        formatted = "".join(traceback.format_exception(exc))
+        self.log("Error in %r listener %r\n%s" % (channel, listener, formatted), level=40)
+
+    def _publish_bounded(self, channel: str) -> None:
+        """Publish ``channel`` with each listener bounded by ``graceful_timeout``.
+
+        A listener that overruns is named in the log and abandoned on its (daemon) worker; a
+        fresh worker runs the listeners after it.
+        """
+        if self.graceful_timeout is None:
+            self.publish(channel)
+            return
+        listeners = self._ordered.get(channel, ())
+        failures = ChannelFailures()
+        index = 0
+        while index < len(listeners):
+            progress: queue.SimpleQueue = queue.SimpleQueue()
+            worker = threading.Thread(
+                target=_run_listeners,
+                args=(listeners, index, progress),
+                name="wspbus %s" % channel,
+                daemon=True,
+            )
+            worker.start()
+            while index < len(listeners):
+                try:
+                    done_index, outcome = progress.get(timeout=self.graceful_timeout)
+                except queue.Empty:
+                    self.log(
+                        "Listener %s on channel %r did not return within %g s; going on without it"
+                        % (_describe(listeners[index]), channel, self.graceful_timeout),
+                        level=40,
+                    )
+                    index += 1
+                    break
+                index = done_index + 1
+                if isinstance(outcome, SystemExit) and failures and outcome.code == 0:
+                    outcome.code = 1
+                if isinstance(outcome, (KeyboardInterrupt, SystemExit)):
+                    raise outcome
+                if isinstance(outcome, Exception):
+                    failures.add(outcome)
+                    self._log_failure(channel, listeners[done_index], outcome)
+        if failures:
+            raise failures
+
+    # -- transitions ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start all services; on a failing start listener, shut down and re-raise its error."""
+        if self._exit_begun:
+            raise RuntimeError("cannot start the bus: it is %s" % self.state.name)
+        self.state = states.STARTING
+        self.log("Bus STARTING")
+        try:
+            self.publish("start")
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            self.log("Shutting down due to error in start listener:", level=40, traceback=True)
+            if not self.exit_code:
+                self.exit_code = 1
+            try:
+                self.exit()
+            except Exception:
+                pass  # already logged by the listeners' error handling
+            raise exc
+        self.state = states.STARTED
+        self.log("Bus STARTED")
+
+    def stop(self) -> None:
+        """Stop all services. Listeners must tolerate a stop without a start."""
+        self.state = states.STOPPING
+        self.log("Bus STOPPING")
+        try:
+            self._publish_bounded("stop")
+        finally:
+            self.state = states.STOPPED
+            self.log("Bus STOPPED")
+
+    def exit(self) -> None:
+        """Stop all services and prepare to exit the process. A second call does nothing."""
+        with self._lock:
+            if self._exit_begun:
+                return
+            self._exit_begun = True
+        failures = ChannelFailures()
+        try:
+            self.stop()
+        except ChannelFailures as stop_failures:
+            for exc in stop_failures.get_instances():
+                failures.add(exc)
+        self.state = states.EXITING
+        self.log("Bus EXITING")
+        try:
+            self._publish_bounded("exit")
+        except ChannelFailures as exit_failures:
+            for exc in exit_failures.get_instances():
+                failures.add(exc)
+        finally:
+            self.log("Bus EXITED")
+            with self._changed:
+                self._exit_done = True
+                self._changed.notify_all()
+        if failures:
+            raise failures
+
+    def restart(self) -> None:
+        """Exit, then have block() (on the main thread) re-execute the process."""
+        self.execv = True
+        self.exit()
+
+    def graceful(self) -> None:
+        """Advise all services to reload."""
+        self.log("Bus graceful")
+        self.publish("graceful")
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def wait(self, state: State | Iterable[State], interval: float = 0.1, channel: str | None = None) -> None:
+        """Return as soon as the state is one of ``state``.
+
+        While waiting, publish ``channel`` every ``interval`` seconds if it has listeners;
+        without listeners the thread sleeps until the state changes.
+        """
+        wanted = _as_state_set(state)
+        next_tick = time.monotonic() + interval
+        while True:
+            with self._changed:
+                while self._state not in wanted:
+                    if channel is None or channel not in self._ordered:
+                        self._changed.wait()
+                        next_tick = time.monotonic() + interval
+                        continue
+                    remaining = next_tick - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._changed.wait(remaining)
+                else:
+                    return
+            next_tick = time.monotonic() + interval
+            self.publish(channel)
+
+    def _wait_exit_done(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._exit_done)
+
+    async def wait_async(self, state: State | Iterable[State]) -> None:
+        """Wait for ``state`` without blocking the running asyncio event loop."""
+        import asyncio
+
+        wanted = _as_state_set(state)
+        loop = asyncio.get_running_loop()
+        reached = loop.create_future()
+
+        def on_change(new_state: State) -> None:
+            if new_state in wanted:
+                loop.call_soon_threadsafe(_resolve, reached)
+
+        unwatch = self.watch_state(on_change)
+        try:
+            if self._state in wanted:
+                return
+            await reached
+        finally:
+            unwatch()
+
+    def block(self, interval: float = 0.1) -> None:
+        """Wait for the bus to exit, wait for the process's threads, then re-exec if asked.
+
+        KeyboardInterrupt and SystemExit while waiting shut the bus down. Threads still running
+        after ``graceful_timeout`` are named in the log and not waited for any longer.
+        """
+        try:
+            self.wait(states.EXITING, interval=interval, channel="main")
+        except (KeyboardInterrupt, OSError):
+            self.log("Keyboard Interrupt: shutting down bus")
+            self._exit_quietly()
+        except SystemExit:
+            self.log("SystemExit raised: shutting down bus")
+            self._exit_quietly()
+            raise
+        self._wait_exit_done()
+        self.log("Waiting for child threads to terminate...")
+        stuck = _join_threads(self.graceful_timeout)
+        if stuck:
+            self.log(
+                "Threads still running after %g s, not waited for: %s"
+                % (self.graceful_timeout, ", ".join(t.name for t in stuck)),
+                level=30,
+            )
+        if self.execv:
+            self._do_execv()
+        elif self.graceful_timeout is not None:
+            _reexec.bound_interpreter_exit(self.graceful_timeout, self.log, lambda: self.exit_code)
+
+    def _exit_quietly(self) -> None:
+        try:
+            self.exit()
+        except ChannelFailures:
+            pass  # each failure was logged where it happened
+
+    def _do_execv(self) -> None:
+        """Re-execute this process: same interpreter, flags, arguments and working directory."""
+        args = _reexec.command_line()
+        self.log("Re-spawning %s" % " ".join(args))
+        _reexec.reexec(args)
+
+    def start_with_callback(self, func: Callable[..., Any], args: tuple | None = None, kwargs: dict | None = None) -> threading.Thread:
+        """Start the bus, and run ``func(*args, **kwargs)`` in a new thread once it is STARTED."""
+        args = () if args is None else tuple(args)
+        kwargs = {} if kwargs is None else dict(kwargs)
+
+        def run_when_started() -> None:
+            self.wait(states.STARTED)
+            func(*args, **kwargs)
+
+        thread = threading.Thread(target=run_when_started)
+        thread.name = "Bus Callback " + thread.name
+        thread.start()
+        self.start()
+        return thread
+
+    # -- logging -------------------------------------------------------------------------
+
+    def log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None:
+        """Publish ``msg`` at stdlib ``level`` on 'log'; with traceback, append the current one."""
+        if traceback:
+            import traceback as _traceback
+
+            msg += "\n" + "".join(_traceback.format_exception(*sys.exc_info()))
+        self.publish("log", msg, level)
+
+    def log_to_stdlib(self, msg: str, level: int = 20) -> None:
+        """The 'log' listener that hands bus messages to the stdlib logger named 'wspbus'.
+
+        Unsubscribe it (``bus.unsubscribe('log', bus.log_to_stdlib)``) to silence that route.
+        """
+        logger = self._stdlib_logger
+        if logger is None:
+            import logging
+
+            logger = self._stdlib_logger = logging.getLogger("wspbus")
+        if logger.isEnabledFor(level):
+            logger.log(level, msg)
+
+
+def _resolve(future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _run_listeners(listeners: tuple[Listener, ...], start: int, progress: queue.SimpleQueue) -> None:
+    for index in range(start, len(listeners)):
+        try:
+            listeners[index]()
+        except BaseException as exc:  # reported to the publishing thread, which decides
+            progress.put((index, exc))
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                return
+        else:
+            progress.put((index, None))
+
+
+def _join_threads(timeout: float | None) -> list[threading.Thread]:
+    """Join the other non-daemon threads within ``timeout`` in all; return those still alive."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    current = threading.current_thread()
+    stuck = []
+    for thread in threading.enumerate():
+        if thread is current or thread.daemon or thread is threading.main_thread():
+            continue
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        thread.join(remaining)
+        if thread.is_alive():
+            stuck.append(thread)
+    return stuck
+

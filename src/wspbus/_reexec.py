@@ -1,0 +1,159 @@
+"""Re-executing the process, and the file descriptors that survive it.
+
+restart() ends in block() calling reexec(): the same interpreter with the same flags and
+arguments (a script, ``python -m pkg``, a console script), from the directory the process
+started in. Descriptors registered with keep_across_exec() (listening sockets, so clients
+queue in the backlog during a restart instead of being refused) are inherited and named in
+the environment; every other descriptor is marked close-on-exec, found by listing the
+process's open descriptors rather than by trying every possible number.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+
+#: Where the process started; a daemon changes to '/', a restart must not.
+try:
+    STARTUP_CWD: str | None = os.getcwd()
+except OSError:  # the directory was deleted under us
+    STARTUP_CWD = None
+
+#: Environment variable naming the descriptors handed to the re-executed process.
+FDS_ENV = "WSPBUS_INHERITED_FDS"
+
+_kept: dict[int, str] = {}
+_inherited: dict[str, int] | None = None
+_exit_guard: tuple[float, Callable[..., None], Callable[[], int]] | None = None
+
+
+def command_line() -> list[str]:
+    """The argv that starts this program again, interpreter flags included."""
+    original = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]
+    return [sys.executable, *original[1:]]
+
+
+def keep_across_exec(fd: int, name: str) -> None:
+    """Have descriptor ``fd`` survive a restart; the new process finds it by ``name``."""
+    _kept[fd] = name
+
+
+def forget(fd: int) -> None:
+    """Stop passing ``fd`` across a restart (the socket was closed)."""
+    _kept.pop(fd, None)
+
+
+def take_inherited(name: str) -> int | None:
+    """The descriptor a previous incarnation of this process passed as ``name``, once."""
+    global _inherited
+    if _inherited is None:
+        _inherited = _read_inherited_env()
+    return _inherited.pop(name, None)
+
+
+def _read_inherited_env() -> dict[str, int]:
+    raw = os.environ.pop(FDS_ENV, None)
+    if not raw:
+        return {}
+    import json
+
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return {}
+    if record.get("pid") != os.getpid():  # meant for a parent we forked from, not for us
+        return {}
+    return {str(name): int(fd) for name, fd in record.get("fds", {}).items()}
+
+
+def open_descriptors() -> list[int]:
+    """This process's open file descriptors, listed by the kernel."""
+    for directory in ("/proc/self/fd", "/dev/fd"):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        return sorted(int(name) for name in names if name.isdigit())
+    raise OSError("cannot list open file descriptors: neither /proc/self/fd nor /dev/fd exists")
+
+
+def mark_close_on_exec(keep: set[int]) -> None:
+    """Make ``keep`` (and stdio) inheritable and every other open descriptor close-on-exec."""
+    for fd in open_descriptors():
+        if fd <= 2:
+            continue
+        try:
+            os.set_inheritable(fd, fd in keep)
+        except OSError:
+            pass  # the descriptor of the directory listing, closed by now
+
+
+def reexec(args: list[str]) -> None:
+    """Replace this process with ``args``, passing on the descriptors kept with keep_across_exec()."""
+    if STARTUP_CWD is not None:
+        os.chdir(STARTUP_CWD)
+    if _kept:
+        import json
+
+        os.environ[FDS_ENV] = json.dumps({"pid": os.getpid(), "fds": {n: fd for fd, n in _kept.items()}})
+    mark_close_on_exec(set(_kept))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    os.execv(args[0], args)
+
+
+def bound_interpreter_exit(timeout: float, log: Callable[..., None], status: Callable[[], int]) -> None:
+    """Make sure threads we do not own cannot hang the interpreter's own exit.
+
+    At interpreter shutdown Python joins non-daemon threads and executor workers without a
+    limit. This arms a daemon watchdog for that phase: if it lasts longer than ``timeout``, the
+    stragglers are named in the log and the process ends with ``status()``.
+    """
+    global _exit_guard
+    first = _exit_guard is None
+    _exit_guard = (timeout, log, status)
+    if first:
+        threading._register_atexit(_start_exit_watchdog)  # runs before the joins it guards
+
+
+def _start_exit_watchdog() -> None:
+    timeout, log, status = _exit_guard
+    if not _threads_joined_at_exit():
+        return
+    watchdog = threading.Timer(timeout, _end_hung_exit, args=(timeout, log, status))
+    watchdog.daemon = True
+    watchdog.start()
+
+
+def _threads_joined_at_exit() -> list[threading.Thread]:
+    main = threading.main_thread()
+    current = threading.current_thread()
+    return [
+        t for t in threading.enumerate()
+        if t is not main and t is not current and t.is_alive() and (not t.daemon or _is_executor_worker(t))
+    ]
+
+
+def _is_executor_worker(thread: threading.Thread) -> bool:
+    futures_thread = sys.modules.get("concurrent.futures.thread")
+    workers = getattr(futures_thread, "_threads_queues", None)
+    return workers is not None and thread in workers
+
+
+def _end_hung_exit(timeout: float, log: Callable[..., None], status: Callable[[], int]) -> None:
+    stuck = _threads_joined_at_exit()
+    try:
+        log("Exit still waiting after %g s on threads: %s; ending the process"
+            % (timeout, ", ".join(t.name for t in stuck)), level=30)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        os._exit(status())
