@@ -95,12 +95,14 @@ class Child:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(DEADLINE)
+        """End the child and everything in its process group; close the pipe."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait(DEADLINE)
+        self._reader.join(DEADLINE)
+        self.proc.stdout.close()
 
 
 def python_child(code: str, *args: str, tmp_path: Path | None = None, name: str = "child.py", **kw) -> Child:

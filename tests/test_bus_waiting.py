@@ -1,0 +1,182 @@
+"""wait(), block() and the process's end: event wake-ups, no idle ticks, bounded exits."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from wspbus import Bus, states
+
+
+def voluntary_switches(pid: int, tid: int) -> int:
+    status = Path("/proc/%d/task/%d/status" % (pid, tid)).read_text()
+    for line in status.splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in %s" % status)
+
+
+def test_wait_returns_on_the_state_change_from_another_thread():
+    bus = Bus()
+    threading.Timer(0.05, bus.start).start()
+    bus.wait(states.STARTED, interval=3600)  # a tick could not end this within the test timeout
+    assert bus.state is states.STARTED
+    bus.exit()
+
+
+def test_wait_accepts_several_states():
+    bus = Bus()
+    threading.Timer(0.05, bus.exit).start()
+    bus.wait([states.STARTED, states.EXITING], interval=3600)
+    assert bus.state is states.EXITING
+
+
+def test_wait_publishes_its_channel_every_interval_only_while_someone_listens():
+    bus = Bus()
+    ticks = []
+    enough = threading.Event()
+
+    def on_tick():
+        ticks.append(time.monotonic())
+        if len(ticks) == 3:
+            enough.set()
+
+    waiter = threading.Thread(target=bus.wait, args=(states.EXITING,), kwargs={"interval": 0.01, "channel": "main"})
+    waiter.start()
+    # Subscribing after the wait began must start the ticks: the waiter is woken by subscribe().
+    bus.subscribe("main", on_tick)
+    assert enough.wait(5)
+    bus.unsubscribe("main", on_tick)
+    bus.exit()
+    waiter.join(5)
+    assert not waiter.is_alive() and len(ticks) >= 3
+
+
+def test_an_idle_blocked_process_does_not_wake(spawn):
+    child = spawn("""
+        import threading, wspbus
+        bus = wspbus.Bus()
+        bus.start()
+        print('blocked', threading.get_native_id(), flush=True)
+        bus.block(interval=0.01)
+    """)
+    tid = int(child.expect(r"^blocked (\d+)").group(1))
+    time.sleep(0.1)  # lets the main thread go from the print into block()
+    before = voluntary_switches(child.pid, tid)
+    time.sleep(0.5)  # the measuring window: a 0.01 s tick would switch ~50 times here
+    after = voluntary_switches(child.pid, tid)
+    assert after - before == 0
+
+
+def test_block_exits_on_keyboard_interrupt_and_runs_stop_and_exit(spawn):
+    child = spawn("""
+        import wspbus
+        bus = wspbus.Bus()
+        bus.subscribe('stop', lambda: print('stopped', flush=True))
+        bus.subscribe('exit', lambda: print('exited', flush=True))
+        bus.start()
+        print('ready', flush=True)
+        bus.block()
+        print('block returned', bus.state, flush=True)
+    """)
+    child.expect("^ready$")
+    child.send(signal.SIGINT)
+    child.expect("^stopped$")
+    child.expect("^exited$")
+    child.expect("^block returned states.EXITING$")
+    assert child.wait() == 0
+
+
+def test_a_failing_start_ends_the_process_cleanly_with_the_error(spawn):
+    child = spawn("""
+        import wspbus
+        bus = wspbus.Bus()
+        def bind():
+            raise OSError('cannot bind 127.0.0.1:80: permission denied')
+        bus.subscribe('start', lambda: print('opened', flush=True), priority=10)
+        bus.subscribe('start', bind, priority=20)
+        bus.subscribe('stop', lambda: print('closed', flush=True))
+        bus.start()
+    """)
+    child.expect("^opened$")
+    child.expect("^closed$")
+    child.expect(r"OSError: cannot bind 127\.0\.0\.1:80: permission denied")
+    status = child.wait()
+    assert status == 1  # Python's status for the uncaught error, not os._exit(70)
+
+
+@pytest.mark.parametrize("kind", ["thread", "executor"])
+def test_a_thread_that_never_ends_cannot_hang_the_exit(spawn, kind):
+    child = spawn("""
+        import sys, threading, concurrent.futures, wspbus
+        forever = threading.Event()
+        if sys.argv[1] == 'thread':
+            threading.Thread(target=forever.wait, name='stuck-worker').start()
+        else:
+            pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix='stuck-pool')
+            pool.submit(forever.wait)
+        bus = wspbus.Bus(graceful_timeout=0.3)
+        bus.subscribe('log', lambda msg, level=20: print('LOG', msg, flush=True))
+        bus.start()
+        threading.Timer(0.05, bus.exit).start()
+        bus.block()
+        print('block returned', flush=True)
+    """, kind)
+    child.expect("^block returned$")
+    if kind == "thread":
+        child.expect(r"^LOG Threads still running after 0.3 s, not waited for: .*stuck-worker")
+    child.expect(r"^LOG Exit still waiting after 0.3 s on threads: .*stuck")
+    assert child.wait() == 0
+
+
+def test_a_hung_exit_listener_is_named_and_the_process_still_ends(spawn):
+    child = spawn("""
+        import threading, wspbus
+        bus = wspbus.Bus(graceful_timeout=0.3)
+        bus.subscribe('log', lambda msg, level=20: print('LOG', msg, flush=True))
+        def flush_cache_forever():
+            threading.Event().wait()
+        bus.subscribe('exit', flush_cache_forever)
+        bus.start()
+        threading.Timer(0.05, bus.exit).start()
+        bus.block()
+        print('done', flush=True)
+    """)
+    child.expect(r"^LOG Listener .*flush_cache_forever on channel 'exit' did not return within 0.3 s")
+    child.expect("^done$")
+    assert child.wait() == 0
+
+
+def test_wait_async_does_not_block_the_event_loop():
+    bus = Bus()
+
+    async def main():
+        ticks = 0
+        stop_ticking = asyncio.Event()
+
+        async def ticker():
+            nonlocal ticks
+            while not stop_ticking.is_set():
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticking = asyncio.create_task(ticker())
+        threading.Timer(0.1, bus.start).start()
+        await asyncio.wait_for(bus.wait_async(states.STARTED), 5)
+        stop_ticking.set()
+        await ticking
+        return ticks
+
+    ticks = asyncio.run(main())
+    assert bus.state is states.STARTED and ticks >= 5
+    bus.exit()
+
+
+def test_wait_async_returns_at_once_when_already_there():
+    bus = Bus()
+    asyncio.run(asyncio.wait_for(bus.wait_async([states.STOPPED, states.STARTED]), 1))
