@@ -257,25 +257,40 @@ class Bus:
         listeners = self._ordered.get(channel)
         if not listeners:
             return []
-        output = []
+        output: list[Any] = []
+        append = output.append
         failures = None
-        for listener in listeners:
-            try:
-                output.append(listener(*args, **kwargs))
-            except KeyboardInterrupt:
-                raise
-            except SystemExit as exc:
-                if failures and exc.code == 0:
-                    exc.code = 1
-                raise
-            except Exception as exc:
-                if failures is None:
-                    failures = ChannelFailures()
-                failures.add(exc)
-                self._log_failure(channel, listener, exc)
+        # Two loops only so that the common no-argument call skips packing empty *args/**kwargs.
+        if args or kwargs:
+            for listener in listeners:
+                try:
+                    append(listener(*args, **kwargs))
+                except BaseException as exc:
+                    failures = self._listener_failed(channel, listener, exc, failures)
+        else:
+            for listener in listeners:
+                try:
+                    append(listener())
+                except BaseException as exc:
+                    failures = self._listener_failed(channel, listener, exc, failures)
         if failures:
             raise failures
         return output
+
+    def _listener_failed(self, channel: str, listener: Listener, exc: BaseException,
+                         failures: ChannelFailures | None) -> ChannelFailures:
+        """Record a listener's exception; KeyboardInterrupt and SystemExit propagate at once."""
+        if isinstance(exc, SystemExit):
+            if failures and exc.code == 0:
+                exc.code = 1
+            raise exc
+        if not isinstance(exc, Exception):
+            raise exc
+        if failures is None:
+            failures = ChannelFailures()
+        failures.add(exc)
+        self._log_failure(channel, listener, exc)
+        return failures
 
     def _log_failure(self, channel: str, listener: Listener, exc: BaseException) -> None:
         if channel == "log":
@@ -295,7 +310,7 @@ class Bus:
             self.publish(channel)
             return
         listeners = self._ordered.get(channel, ())
-        failures = ChannelFailures()
+        failures = None
         index = 0
         while index < len(listeners):
             progress: queue.SimpleQueue = queue.SimpleQueue()
@@ -318,13 +333,8 @@ class Bus:
                     index += 1
                     break
                 index = done_index + 1
-                if isinstance(outcome, SystemExit) and failures and outcome.code == 0:
-                    outcome.code = 1
-                if isinstance(outcome, (KeyboardInterrupt, SystemExit)):
-                    raise outcome
-                if isinstance(outcome, Exception):
-                    failures.add(outcome)
-                    self._log_failure(channel, listeners[done_index], outcome)
+                if outcome is not None:
+                    failures = self._listener_failed(channel, listeners[done_index], outcome, failures)
         if failures:
             raise failures
 
