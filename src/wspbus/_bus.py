@@ -30,6 +30,7 @@ __all__ = ["Bus", "ChannelFailures", "State", "states"]
 
 BUILTIN_CHANNELS = ("start", "stop", "exit", "graceful", "log", "main")
 DEFAULT_PRIORITY = 50
+_CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 #: Seconds a 'stop'/'exit' listener, or a thread at exit, may take before the bus gives up on it.
 #: gunicorn's default graceful timeout, and what Kubernetes' default grace period leaves room for.
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
@@ -152,8 +153,10 @@ class Bus:
         self._exit_begun = False
         self._exit_done = False
         self._state_watchers: list[Callable[[State], None]] = []
-        # channel -> {listener: (priority, sequence)}; mutated only under the lock.
-        self._subscriptions: dict[str, dict[Listener, tuple[int, int]]] = {
+        #: The asyncio loop coroutine listeners run on (set by wspbus.aio.run_bus or by hand).
+        self.loop = None
+        # channel -> {listener: (priority, sequence, invoker)}; mutated only under the lock.
+        self._subscriptions: dict[str, dict[Listener, tuple[int, int, Listener]]] = {
             channel: {} for channel in BUILTIN_CHANNELS
         }
         # channel -> listeners sorted by (priority, sequence); replaced, never mutated.
@@ -208,11 +211,20 @@ class Bus:
             previous = subs.get(callback)
             if previous is None:
                 self._sequence += 1
-                subs[callback] = (priority, self._sequence)
+                subs[callback] = (priority, self._sequence, self._invoker(callback))
             else:
-                subs[callback] = (priority, previous[1])
+                subs[callback] = (priority, *previous[1:])
             self._reorder(channel)
         return callback
+
+    def _invoker(self, callback: Listener) -> Listener:
+        """What publish() calls: the callback, or for a coroutine function a blocking runner."""
+        code = getattr(getattr(callback, "__func__", callback), "__code__", None)
+        if code is None or not code.co_flags & _CO_COROUTINE:
+            return callback
+        from .aio import CoroutineListener
+
+        return CoroutineListener(self, callback)
 
     def unsubscribe(self, channel: str, callback: Listener) -> None:
         """Remove ``callback`` from ``channel``; unknown pairs are ignored."""
@@ -223,7 +235,7 @@ class Bus:
 
     def _reorder(self, channel: str) -> None:
         subs = self._subscriptions[channel]
-        ordered = tuple(sorted(subs, key=subs.__getitem__))
+        ordered = tuple(entry[2] for entry in sorted(subs.values(), key=lambda entry: entry[:2]))
         if ordered:
             self._ordered[channel] = ordered
         else:
