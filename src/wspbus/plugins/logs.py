@@ -1,0 +1,183 @@
+"""LogRouter: send the bus's log and the servers' access log to stderr/stdout or files.
+
+The bus hands every message to the stdlib logger 'wspbus' (``Bus.log_to_stdlib``); servers write
+pre-formatted Combined Log Format lines to 'wspbus.access' at INFO. This plugin only attaches
+handlers to those two loggers, so anything else that logs to 'wspbus.*' is routed too.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from typing import TextIO
+
+from .._bus import Bus
+from .base import SimplePlugin
+
+__all__ = ["LogRouter"]
+
+ERROR_LOGGER = "wspbus"
+ACCESS_LOGGER = "wspbus.access"
+#: Timestamp (RFC 3339, local time with offset, milliseconds), level name, message.
+ERROR_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+ACCESS_FORMAT = "%(message)s"  # servers already format the line
+
+
+class Rfc3339Formatter(logging.Formatter):
+    """A Formatter whose default ``asctime`` is RFC 3339: 2024-05-01T12:00:00.123+02:00."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt:
+            return super().formatTime(record, datefmt)
+        moment = datetime.datetime.fromtimestamp(record.created).astimezone()
+        return moment.isoformat(timespec="milliseconds")
+
+
+class ReopenableFileHandler(logging.FileHandler):
+    """A FileHandler that can open its path again, so logrotate's move-then-signal works."""
+
+    def reopen(self) -> None:
+        """Open the path anew (creating the file logrotate moved away), then close the old one.
+
+        The new file is opened before the old one is closed: if opening fails (say, after
+        privileges were dropped), the OSError is raised and logging goes on to the old file.
+        """
+        fresh = open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors)
+        with self.lock:
+            old, self.stream = self.stream, fresh
+        if old is not None:
+            old.close()
+
+
+class _Route:
+    """One logger's handler, and the logger settings to restore when the route is removed."""
+
+    def __init__(self, logger_name: str, handler: logging.Handler, level: int) -> None:
+        self.logger = logging.getLogger(logger_name)
+        self.handler = handler
+        self.saved = (self.logger.level, self.logger.propagate)
+        self.logger.addHandler(handler)
+        self.logger.setLevel(level)
+        self.logger.propagate = False  # our handler prints it; the root's must not print it again
+
+    def remove(self) -> None:
+        self.logger.removeHandler(self.handler)
+        self.handler.close()
+        level, self.logger.propagate = self.saved
+        self.logger.setLevel(level)  # setLevel, not assignment: it clears isEnabledFor caches
+
+
+def _handler(target: str, dash_stream: TextIO, formatter: logging.Formatter, what: str) -> logging.Handler:
+    if target == "-":
+        handler: logging.Handler = logging.StreamHandler(dash_stream)
+    else:
+        try:
+            handler = ReopenableFileHandler(target, encoding="utf-8", errors="backslashreplace")
+        except OSError as exc:
+            raise ValueError("cannot open the %s log %r for appending: %s; expected '-' or a writable "
+                             "file path" % (what, target, exc.strerror or exc)) from None
+    handler.setFormatter(formatter)
+    return handler
+
+
+class LogRouter(SimplePlugin):
+    """Route the bus's log and the access log, each to '-' or a file; reopen files on demand.
+
+    * ``error_log``: where the 'wspbus' logger goes: '-' is stderr, else a file path, None leaves
+      it alone. Lines are ``ERROR_FORMAT``: RFC 3339 timestamp, level name, message
+      (``2024-05-01T12:00:00.123+02:00 INFO Bus STARTED``); ``error_format`` replaces it.
+    * ``access_log``: where 'wspbus.access' goes: '-' is stdout (as gunicorn's), else a file
+      path. None (default) leaves it alone: access lines then reach the error log, the parent
+      logger. Access lines are written as the server formatted them, at INFO whatever ``level``.
+    * ``level``: the least level of bus messages written (the 'wspbus' logger's level).
+    * ``reopen_on``: channel name(s) besides 'graceful' on which files are reopened, such as
+      'SIGUSR1' or 'SIGHUP' as published by SignalHandler. With SignalHandler's default map,
+      SIGUSR1 also means 'graceful', so files are reopened twice, which is harmless.
+
+    Each routed logger gets ``propagate = False`` while routed, so a handler the application put
+    on the root logger does not print the same line a second time. ``unsubscribe()`` removes the
+    handlers, closes the files and restores each logger's level and propagation.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        error_log: str | None = "-",
+        access_log: str | None = None,
+        level: int = logging.INFO,
+        error_format: str = ERROR_FORMAT,
+        reopen_on: str | Iterable[str] | None = "SIGUSR1",
+    ) -> None:
+        super().__init__(bus)
+        self.error_log = _absolute(error_log)
+        self.access_log = _absolute(access_log)
+        self.level = level
+        self.error_format = error_format
+        if reopen_on is None:
+            reopen_on = ()
+        elif isinstance(reopen_on, str):
+            reopen_on = (reopen_on,)
+        self.reopen_on = tuple(channel for channel in reopen_on if channel != "graceful")
+        self._routes: list[_Route] = []
+
+    def subscribe(self) -> None:
+        """Attach the handlers (opening the files) and listen for 'graceful' and ``reopen_on``."""
+        if not self._routes:
+            self._routes = self._open_routes()
+        super().subscribe()
+        for channel in self.reopen_on:
+            self.bus.subscribe(channel, self.reopen, priority=self.graceful.priority)
+
+    def unsubscribe(self) -> None:
+        """Stop listening, detach and close the handlers, restore the loggers' settings."""
+        for channel in self.reopen_on:
+            self.bus.unsubscribe(channel, self.reopen)
+        super().unsubscribe()
+        routes, self._routes = self._routes, []
+        for route in reversed(routes):
+            route.remove()
+
+    def _open_routes(self) -> list[_Route]:
+        """One route per log asked for; if a file cannot be opened, close those already open."""
+        routes: list[_Route] = []
+        try:
+            if self.error_log is not None:
+                formatter = Rfc3339Formatter(self.error_format)
+                handler = _handler(self.error_log, sys.stderr, formatter, "error")
+                routes.append(_Route(ERROR_LOGGER, handler, self.level))
+            if self.access_log is not None:
+                formatter = logging.Formatter(ACCESS_FORMAT)
+                handler = _handler(self.access_log, sys.stdout, formatter, "access")
+                routes.append(_Route(ACCESS_LOGGER, handler, logging.INFO))
+        except ValueError:
+            for route in reversed(routes):
+                route.remove()
+            raise
+        return routes
+
+    def reopen(self, *args: object) -> None:
+        """Reopen every log file at its path; on failure log one line and keep the old file."""
+        for route in self._routes:
+            if isinstance(route.handler, ReopenableFileHandler):
+                try:
+                    route.handler.reopen()
+                except OSError as exc:
+                    self.bus.log("Cannot reopen log file %r (%s); still writing to the old file"
+                                 % (route.handler.baseFilename, exc.strerror or exc), level=40)
+
+    def graceful(self) -> None:
+        """Reopen the files first, so what the other 'graceful' listeners log lands in them."""
+        self.reopen()
+
+    graceful.priority = 10  # type: ignore[attr-defined]
+
+
+def _absolute(path: str | None) -> str | None:
+    """Paths are fixed at construction: a daemon later changes directory to '/'."""
+    if path is None or path == "-":
+        return path
+    return os.path.abspath(path)
