@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -216,3 +217,39 @@ def test_stderr_route_in_a_real_process(tmp_path):
     assert len([line for line in stderr if re.fullmatch(TIMESTAMP + " INFO Bus STARTED", line)]) == 1
     assert not [line for line in stderr if line.startswith("ROOT")]
     assert done.stdout == CLF_LINE + "\n"  # the access log's '-' is stdout
+
+
+ROTATED_CHILD = """
+    import sys
+    from wspbus import Bus
+    from wspbus.plugins.logs import LogRouter
+    from wspbus.plugins.signals import SignalHandler
+
+    bus = Bus()
+    LogRouter(bus, error_log=sys.argv[1]).subscribe()
+    SignalHandler(bus).subscribe()
+
+    def announce():
+        bus.log("logged after the reopen")
+        print("graceful done", flush=True)
+
+    bus.subscribe("graceful", announce, priority=90)
+    bus.start()
+    print("started", flush=True)
+    bus.block()
+"""
+
+
+def test_logrotate_move_and_sigusr1_in_a_real_process(spawn, tmp_path):
+    error_log = tmp_path / "error.log"
+    child = spawn(ROTATED_CHILD, str(error_log))
+    child.expect("^started$")
+    error_log.rename(tmp_path / "error.log.1")  # what logrotate does before its postrotate kill
+    child.send(signal.SIGUSR1)
+    child.expect("^graceful done$")
+    rotated, fresh = (tmp_path / "error.log.1").read_text(), error_log.read_text()
+    assert "Bus STARTED" in rotated and "logged after the reopen" not in rotated
+    assert "logged after the reopen" in fresh and "Bus STARTED" not in fresh
+    child.send(signal.SIGTERM)
+    assert child.wait() == 0
+    assert "Bus EXITED" in error_log.read_text()
