@@ -1,0 +1,345 @@
+"""The site's configuration: a TOML file (schema in docs/configuration.md) and command-line overrides.
+
+Every value is checked where it is read, so a mistake is reported as one line naming the file,
+the key and what was expected (``ConfigError``; the command exits 78, EX_CONFIG). Relative paths
+in a file are relative to the file's directory; on the command line, to the current directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["AppConfig", "ConfigError", "PluginConfig", "ServerConfig", "SiteConfig", "load"]
+
+EX_CONFIG = 78
+DEFAULT_BIND = "127.0.0.1:8080"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A configuration mistake; ``str()`` is the one line to show the deployer."""
+
+
+class _Expected(ValueError):
+    """Raised by a converter: the argument says what was expected."""
+
+
+class _Wrong(ValueError):
+    """Raised by a converter: the argument is the whole complaint."""
+
+
+# -- converters: value -> checked value, or _Expected("what was expected") ------------------
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Expected("a non-empty string")
+    return value
+
+
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _Expected("a string or a list of strings")
+    return list(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Expected("true or false")
+    return value
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise _Expected("a number of seconds (inf for no limit)") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise _Expected("a number of seconds (inf for no limit)")
+    return None if math.isinf(value) else float(value)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Expected("a whole number of at least 1")
+    return value
+
+
+def _umask(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.removeprefix("0o"), 8)
+        except ValueError:
+            raise _Expected("an octal mask such as 0o022 or \"027\"") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
+        raise _Expected("an octal mask such as 0o022 or \"027\"")
+    return value
+
+
+def _user(value: Any) -> int:
+    import pwd
+
+    try:
+        return pwd.getpwnam(value).pw_uid if isinstance(value, str) else pwd.getpwuid(value).pw_uid
+    except (KeyError, TypeError):
+        raise _Expected("an existing user name or uid (no user %r on this system)" % (value,)) from None
+
+
+def _group(value: Any) -> int:
+    import grp
+
+    try:
+        return grp.getgrnam(value).gr_gid if isinstance(value, str) else grp.getgrgid(value).gr_gid
+    except (KeyError, TypeError):
+        raise _Expected("an existing group name or gid (no group %r on this system)" % (value,)) from None
+
+
+def _log_level(value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
+        raise _Expected("one of %s" % ", ".join(LOG_LEVELS))
+    return value.lower()
+
+
+def _protocol(value: Any) -> str:
+    if value not in ("auto", "wsgi", "asgi"):
+        raise _Expected("'auto', 'wsgi' or 'asgi'")
+    return value
+
+
+def _bind(value: Any) -> list[str]:
+    binds = _texts(value)
+    from .servers.binds import Bind
+
+    for text in binds:
+        try:
+            Bind.parse(text)
+        except ValueError as exc:
+            raise _Wrong(str(exc)) from None
+    return binds
+
+
+def _plugin_path(value: Any) -> str:
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise _Expected("a dotted path such as \"pkg.module:PluginClass\"")
+    return value
+
+
+# -- the configuration --------------------------------------------------------------------
+
+
+@dataclass
+class ServerConfig:
+    binds: list[str] = field(default_factory=lambda: [DEFAULT_BIND])
+    server: str = "auto"
+    threads: int | None = None
+
+
+@dataclass
+class AppConfig:
+    target: str
+    mount: str = "/"
+    protocol: str = "auto"
+
+
+@dataclass
+class PluginConfig:
+    """A plugin to build: a built-in one by name or a third-party class by ``path``."""
+
+    name: str
+    where: str  # e.g. "site.toml: [plugins.reload]", for messages
+    options: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+
+@dataclass
+class SiteConfig:
+    source: str = "command line"
+    graceful_timeout: float | None = 30.0
+    chdir: str | None = None
+    pythonpath: list[str] = field(default_factory=list)
+    imports: list[str] = field(default_factory=list)
+    user: int | None = None
+    group: int | None = None
+    umask: int | None = None
+    daemon: bool = False
+    pidfile: str | None = None
+    reload: bool = False
+    log_file: str | None = None
+    access_log: str | None = None
+    log_level: str = "info"
+    servers: list[ServerConfig] = field(default_factory=list)
+    apps: list[AppConfig] = field(default_factory=list)
+    plugins: dict[str, PluginConfig] = field(default_factory=dict)
+    extra_plugins: list[PluginConfig] = field(default_factory=list)
+
+
+def _path(base: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value == "-":
+            return value
+        return os.path.normpath(os.path.join(base, os.path.expanduser(_text(value))))
+    return convert
+
+
+def _paths(base: str) -> Callable[[Any], list[str]]:
+    return lambda value: [_path(base)(v) for v in _texts(value)]
+
+
+def _site_fields(base: str) -> dict[str, tuple[str, Callable[[Any], Any]]]:
+    """[site] key -> (SiteConfig attribute, converter)."""
+    return {
+        "graceful_timeout": ("graceful_timeout", _seconds),
+        "chdir": ("chdir", _path(base)),
+        "pythonpath": ("pythonpath", _paths(base)),
+        "import": ("imports", _texts),
+        "user": ("user", _user),
+        "group": ("group", _group),
+        "umask": ("umask", _umask),
+        "daemon": ("daemon", _flag),
+        "pidfile": ("pidfile", _path(base)),
+        "reload": ("reload", _flag),
+        "log_file": ("log_file", _path(base)),
+        "access_log": ("access_log", _path(base)),
+        "log_level": ("log_level", _log_level),
+    }
+
+
+SERVER_FIELDS = {"bind": ("binds", _bind), "server": ("server", _text), "threads": ("threads", _positive_int)}
+APP_FIELDS = {"target": ("target", _text), "mount": ("mount", _text), "protocol": ("protocol", _protocol)}
+TOP_LEVEL = ("site", "server", "app", "plugins", "plugin")
+
+
+def convert(where: str, key: str, converter: Callable[[Any], Any], value: Any) -> Any:
+    """Run ``converter``; turn its complaint into a ConfigError naming ``where`` and ``key``."""
+    try:
+        return converter(value)
+    except _Expected as exc:
+        raise ConfigError("%s%s: expected %s, got %s" % (where, key, exc, _show(value))) from None
+    except _Wrong as exc:
+        raise ConfigError("%s%s: %s" % (where, key, exc)) from None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _fill(target: Any, table: dict, fields: dict, where: str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError("%s: expected a table, got %s" % (where.rstrip(": "), _show(table)))
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError("%s%s: unknown key (expected one of: %s)" % (where, key, ", ".join(fields)))
+        attribute, converter = fields[key]
+        setattr(target, attribute, convert(where, key, converter, value))
+
+
+def _array_of_tables(document: dict, key: str, where: str) -> list[dict]:
+    value = document.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ConfigError("%s: %s: expected an array of tables ([[%s]])" % (where, key, key))
+    return value
+
+
+def load(path: str) -> SiteConfig:
+    """Read and check a TOML site file."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError("%s: no such configuration file" % path) from None
+    except OSError as exc:
+        raise ConfigError("%s: cannot read the configuration file: %s" % (path, exc.strerror)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("%s: not valid TOML: %s" % (path, exc)) from None
+    return from_document(document, path)
+
+
+def from_document(document: dict, source: str) -> SiteConfig:
+    """Check a parsed TOML document; ``source`` names it in messages and anchors relative paths."""
+    base = os.path.dirname(os.path.abspath(source))
+    config = SiteConfig(source=source)
+    for key in document:
+        if key not in TOP_LEVEL:
+            raise ConfigError("%s: %s: unknown key (expected tables: [site], [[server]], [[app]], "
+                              "[plugins.NAME], [[plugin]])" % (source, key))
+    _fill(config, document.get("site", {}), _site_fields(base), "%s: [site] " % source)
+    for number, table in enumerate(_array_of_tables(document, "server", source), 1):
+        server = ServerConfig()
+        _fill(server, table, SERVER_FIELDS, "%s: [[server]] #%d " % (source, number))
+        config.servers.append(server)
+    for number, table in enumerate(_array_of_tables(document, "app", source), 1):
+        where = "%s: [[app]] #%d " % (source, number)
+        if "target" not in table:
+            raise ConfigError("%starget: missing (expected \"module:callable\")" % where)
+        app = AppConfig(target="")
+        _fill(app, table, APP_FIELDS, where)
+        config.apps.append(app)
+    _read_plugins(config, document, source)
+    return config
+
+
+def _read_plugins(config: SiteConfig, document: dict, source: str) -> None:
+    plugins = document.get("plugins", {})
+    if not isinstance(plugins, dict):
+        raise ConfigError("%s: plugins: expected tables [plugins.NAME]" % source)
+    for name, options in plugins.items():
+        where = "%s: [plugins.%s]" % (source, name)
+        if not isinstance(options, dict):
+            raise ConfigError("%s: expected a table of settings, got %s" % (where, _show(options)))
+        config.plugins[name] = PluginConfig(name, where, dict(options))
+    for number, table in enumerate(_array_of_tables(document, "plugin", source), 1):
+        where = "%s: [[plugin]] #%d" % (source, number)
+        if "path" not in table:
+            raise ConfigError("%s path: missing (expected \"pkg.module:PluginClass\")" % where)
+        options = dict(table)
+        path = convert(where + " ", "path", _plugin_path, options.pop("path"))
+        config.extra_plugins.append(PluginConfig(path, where, options, path=path))
+
+
+def override(config: SiteConfig, options: dict[str, Any]) -> SiteConfig:
+    """Apply command-line values (keyed by [site] key; None = not given) on top of ``config``.
+
+    A list given on the command line (--bind, --import, --pythonpath, APPs) replaces the file's.
+    """
+    fields = _site_fields(os.getcwd())
+    for key, value in options.items():
+        if value is None or key not in fields:
+            continue
+        attribute, converter = fields[key]
+        setattr(config, attribute, convert("", "--" + key.replace("_", "-"), converter, value))
+    return config
+
+
+def command_line_servers(binds: list[str] | None, server: str | None, threads: int | None,
+                         config: SiteConfig) -> None:
+    """--bind/--server/--threads: replace the file's servers by one built from these options."""
+    if binds is None and server is None and threads is None:
+        return
+    base = config.servers[0] if config.servers else ServerConfig()
+    merged = ServerConfig(
+        binds=convert("", "--bind", _bind, binds) if binds else base.binds,
+        server=server or base.server,
+        threads=threads if threads is not None else base.threads,
+    )
+    config.servers = [merged]
+
+
+def command_line_apps(specs: list[str], protocol: str | None, config: SiteConfig) -> None:
+    """APP arguments replace the file's [[app]] tables; --protocol forces theirs (or the file's)."""
+    if specs:
+        config.apps = [AppConfig(target=spec) for spec in specs]
+    if protocol is not None:
+        for app in config.apps:
+            app.protocol = protocol

@@ -1,0 +1,241 @@
+"""A site: apps, WSGI or ASGI, mounted under path prefixes and served as one app.
+
+An app is named as ``module:attribute`` (``module:factory()`` calls a factory, literal arguments
+allowed), optionally mounted with ``/prefix=module:attribute``. Its protocol is detected from
+the callable (an ``async`` callable, or one taking ``(scope, receive, send)``, is ASGI) and can be
+forced. The site picks the server side: WSGI when every app is WSGI, ASGI as soon as one app is
+ASGI (async apps keep lifespan, websockets and their event loop; WSGI apps run on a2wsgi's thread
+pool). Apps on the other side of the protocol boundary are adapted with a2wsgi, never by hand.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import inspect
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Mount", "Site", "SiteError", "detect_protocol", "load_app", "parse_app_spec"]
+
+PROTOCOLS = ("wsgi", "asgi")
+DEFAULT_ATTRIBUTES = ("application", "app")
+
+
+class SiteError(ValueError):
+    """A mistake in how the site is described: the message is one line meant for the deployer."""
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """A parsed ``[/prefix=]module[:attribute[(args)]]``."""
+
+    prefix: str
+    module: str
+    attribute: str | None
+    call: tuple[tuple, dict] | None  # (args, kwargs) when the target is a factory call
+
+    @property
+    def target(self) -> str:
+        """The target as the deployer wrote it, without the prefix."""
+        text = self.module + (":" + self.attribute if self.attribute else "")
+        if self.call is not None:
+            args, kwargs = self.call
+            text += "(%s)" % ", ".join([*map(repr, args), *("%s=%r" % kv for kv in kwargs.items())])
+        return text
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One app of the site: where it is mounted, what it is, and which protocol it speaks."""
+
+    prefix: str
+    app: Callable[..., Any]
+    protocol: str
+    target: str = ""
+
+    @property
+    def path(self) -> str:
+        return self.prefix or "/"
+
+
+def normalize_prefix(prefix: str) -> str:
+    """'' or '/' for the root, else '/a/b' (no trailing slash); SiteError when malformed."""
+    if prefix in ("", "/"):
+        return ""
+    if not prefix.startswith("/"):
+        raise SiteError("mount point %r must start with '/'" % prefix)
+    if "//" in prefix or any(part in (".", "..") for part in prefix.split("/")):
+        raise SiteError("mount point %r is not a clean path (no '//', '.' or '..')" % prefix)
+    return prefix.rstrip("/")
+
+
+def parse_app_spec(text: str, prefix: str | None = None) -> AppSpec:
+    """Parse ``[/prefix=]module[:attr[.attr][(literal args)]]``; SiteError when malformed."""
+    spec = text.strip()
+    if prefix is None and spec.startswith("/"):
+        prefix, sep, spec = spec.partition("=")
+        if not sep:
+            raise SiteError("app %r: expected '/prefix=module:callable'" % text)
+    module, _, attribute = spec.partition(":")
+    if not module or not all(part.isidentifier() for part in module.split(".")):
+        raise SiteError("app %r: expected 'module:callable' with a dotted module name" % text)
+    call = None
+    if attribute.endswith(")"):
+        attribute, call = _parse_call(text, attribute)
+    if attribute and not all(part.isidentifier() for part in attribute.split(".")):
+        raise SiteError("app %r: %r is not a dotted attribute name" % (text, attribute))
+    return AppSpec(normalize_prefix(prefix or ""), module, attribute or None, call)
+
+
+def _parse_call(text: str, expression: str) -> tuple[str, tuple[tuple, dict]]:
+    try:
+        node = ast.parse(expression, mode="eval").body
+        if not isinstance(node, ast.Call):
+            raise ValueError
+        name = ast.unparse(node.func)
+        args = tuple(ast.literal_eval(arg) for arg in node.args)
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+        if len(kwargs) != len(node.keywords):
+            raise ValueError
+    except (SyntaxError, ValueError):
+        raise SiteError("app %r: a factory call takes literal arguments only, as in 'module:create_app(\"prod\")'"
+                        % text) from None
+    return name, (args, kwargs)
+
+
+def load_app(spec: AppSpec) -> Callable[..., Any]:
+    """Import the module and return the callable the spec names (calling a factory)."""
+    module = _import(spec)
+    names = [spec.attribute] if spec.attribute else list(DEFAULT_ATTRIBUTES)
+    for name in names:
+        try:
+            obj = functools.reduce(getattr, name.split("."), module)
+        except AttributeError:
+            continue
+        break
+    else:
+        wanted = " or ".join(repr(n) for n in names)
+        raise SiteError("app %r: module %r has no attribute %s" % (spec.target, spec.module, wanted))
+    if spec.call is not None:
+        obj = _call_factory(spec, obj)
+    if not callable(obj):
+        raise SiteError("app %r is not callable (it is %s)" % (spec.target, type(obj).__name__))
+    return obj
+
+
+def _import(spec: AppSpec):
+    try:
+        return importlib.import_module(spec.module)
+    except ModuleNotFoundError as exc:
+        if exc.name and spec.module.startswith(exc.name):
+            raise SiteError("app %r: no module named %r (check --pythonpath / --chdir)"
+                            % (spec.target, exc.name)) from None
+        raise SiteError("app %r: importing %r failed: %s" % (spec.target, spec.module, one_line(exc))) from None
+    except Exception as exc:
+        raise SiteError("app %r: importing %r failed: %s" % (spec.target, spec.module, one_line(exc))) from None
+
+
+def _call_factory(spec: AppSpec, factory: Any) -> Any:
+    if not callable(factory):
+        raise SiteError("app %r: %r is not a callable factory" % (spec.target, spec.attribute))
+    args, kwargs = spec.call
+    try:
+        return factory(*args, **kwargs)
+    except Exception as exc:
+        raise SiteError("app %r: the factory failed: %s" % (spec.target, one_line(exc))) from None
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message (at file:line)`` for an exception raised by the deployer's code."""
+    text = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return "%s: %s (at %s:%s)" % (type(exc).__name__, exc.msg, exc.filename, exc.lineno)
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        text += " (at %s:%s)" % (frames[-1].filename, frames[-1].lineno)
+    return " ".join(text.split())
+
+
+def detect_protocol(app: Callable[..., Any]) -> str:
+    """'asgi' for an async callable or one taking (scope, receive, send); else 'wsgi'."""
+    while isinstance(app, functools.partial):
+        app = app.func
+    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(getattr(app, "__call__", None)):
+        return "asgi"
+    try:
+        parameters = list(inspect.signature(app).parameters.values())
+    except (TypeError, ValueError):
+        return "wsgi"
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return "asgi" if len(positional) == 3 and positional[0].name == "scope" else "wsgi"
+
+
+class Site:
+    """Apps mounted under distinct prefixes; longest prefix wins."""
+
+    def __init__(self, mounts: Iterable[Mount]) -> None:
+        self.mounts: list[Mount] = sorted(mounts, key=lambda m: len(m.prefix), reverse=True)
+        if not self.mounts:
+            raise SiteError("no app to serve: name at least one app ('module:callable')")
+        seen: set[str] = set()
+        for mount in self.mounts:
+            if mount.protocol not in PROTOCOLS:
+                raise SiteError("app %r: protocol %r, expected 'wsgi' or 'asgi'" % (mount.target, mount.protocol))
+            if mount.prefix in seen:
+                raise SiteError("two apps are mounted at %r" % mount.path)
+            seen.add(mount.prefix)
+
+    @classmethod
+    def from_specs(cls, specs: Iterable[str | AppSpec], protocol: str | None = None) -> "Site":
+        """Load every app; ``protocol`` ('wsgi'/'asgi') forces it instead of detecting."""
+        mounts = []
+        for spec in specs:
+            parsed = spec if isinstance(spec, AppSpec) else parse_app_spec(spec)
+            mounts.append(mount_app(parsed.prefix, load_app(parsed), protocol, parsed.target))
+        return cls(mounts)
+
+    @property
+    def protocol(self) -> str:
+        """The protocol the site's server should speak: 'asgi' as soon as one app is ASGI."""
+        return "asgi" if any(m.protocol == "asgi" for m in self.mounts) else "wsgi"
+
+    def app(self, protocol: str | None = None, *, threads: int | None = None) -> Callable[..., Any]:
+        """The whole site as one app speaking ``protocol`` (default: the site's own)."""
+        from . import _dispatch
+
+        protocol = protocol or self.protocol
+        if protocol == "wsgi":
+            return _dispatch.wsgi_site(self.mounts)
+        if protocol == "asgi":
+            return _dispatch.asgi_site(self.mounts, threads=threads)
+        raise SiteError("protocol %r, expected 'wsgi' or 'asgi'" % protocol)
+
+    def describe(self) -> list[str]:
+        """One line per mount, shortest prefix first: '/api -> pkg.api:app (asgi)'."""
+        return ["%s -> %s (%s)" % (m.path, m.target or _name_of(m.app), m.protocol) for m in reversed(self.mounts)]
+
+
+def mount_app(prefix: str, app: Callable[..., Any], protocol: str | None = None, target: str = "") -> Mount:
+    """A Mount for an already loaded app; detects the protocol unless one is given."""
+    if protocol in (None, "auto"):
+        protocol = detect_protocol(app)
+    return Mount(normalize_prefix(prefix), app, protocol, target or _name_of(app))
+
+
+def _name_of(app: Any) -> str:
+    module = getattr(app, "__module__", None) or type(app).__module__
+    name = getattr(app, "__qualname__", None) or type(app).__qualname__
+    return "%s:%s" % (module, name)
+
+
+def add_pythonpath(entries: Iterable[str]) -> None:
+    """Put ``entries`` first on sys.path, in order, once each."""
+    for entry in reversed(list(entries)):
+        if entry in sys.path:
+            sys.path.remove(entry)
+        sys.path.insert(0, entry)
