@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from support import Child, python_child
+from wspbus import Bus
 
 
 @pytest.fixture
@@ -21,3 +22,11 @@ def spawn(tmp_path):
     yield start
     for child in children:
         child.kill()
+
+
+@pytest.fixture
+def bus():
+    """A fresh bus whose shutdown is bounded for tests; exited at teardown."""
+    fresh = Bus(graceful_timeout=10)
+    yield fresh
+    fresh.exit()

@@ -24,14 +24,6 @@ class LogRecorder:
         return [msg for msg, _ in self.entries]
 
 
-@pytest.fixture
-def bus():
-    b = Bus(graceful_timeout=5)
-    yield b
-    if b.state is not states.EXITING:
-        b.exit()
-
-
 def test_states_are_the_cherrypy_five():
     assert [s.name for s in states] == ["STOPPED", "STARTING", "STARTED", "STOPPING", "EXITING"]
     assert Bus.states is states and wspbus.states is states

@@ -12,19 +12,11 @@ import textwrap
 
 import pytest
 
-from wspbus import Bus
 from wspbus.plugins.logs import LogRouter
 
 DEADLINE = 15.0
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
 CLF_LINE = '127.0.0.1 - - [01/May/2024:12:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8.0"'
-
-
-@pytest.fixture
-def bus():
-    bus = Bus(graceful_timeout=10)
-    yield bus
-    bus.exit()
 
 
 @pytest.fixture

@@ -11,18 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from wspbus import Bus
 from wspbus.plugins.tasks import BackgroundTask, Monitor, PerpetualTimer, next_deadline
 
 DEADLINE = 10.0
 TASK_CLASSES = [PerpetualTimer, BackgroundTask]
-
-
-@pytest.fixture
-def bus():
-    bus = Bus(graceful_timeout=10)
-    yield bus
-    bus.exit()
 
 
 @pytest.fixture

@@ -30,13 +30,6 @@ class Hooks:
 
 
 @pytest.fixture
-def bus():
-    bus = Bus(graceful_timeout=10)
-    yield bus
-    bus.exit()
-
-
-@pytest.fixture
 def manager(bus):
     manager = ThreadManager(bus)
     manager.subscribe()
