@@ -1,0 +1,200 @@
+"""Daemonizer: detach from the terminal, and let the launching process report the outcome.
+
+At start (priority 65, before the PID file at 70 and servers at 75) the process forks twice
+with a setsid in between, so the daemon is in a session of its own without being its leader
+(it can never acquire a controlling terminal); it changes to '/', sets its umask and points
+stdin, stdout and stderr at the given files.
+
+Unlike the classic recipe, the launching process does not exit at once. It waits, on a pipe
+from the daemon, until the daemon's bus is STARTED (exit status 0) or its start failed (exit
+status the daemon's ``bus.exit_code``, else 1, after printing the daemon's error to the
+launcher's stderr, which is still the terminal or the service manager's log). A daemon that
+dies before either is reported too: the pipe closes with nothing written.
+
+Threads do not survive a fork, and a lock one of them held stays locked in the daemon, so
+the Daemonizer warns when other threads run at fork time. Threads that mark themselves with
+``thread.restarted_after_fork = True`` (the SignalHandler's dispatcher) have a replacement
+started in the daemon and are not warned about.
+
+A daemon that restarts (re-executes itself) stays the same process and does not fork again:
+the daemon's pid is noted in the environment variable ``WSPBUS_DAEMON_PID``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+from .._bus import Bus, State, states
+from .base import SimplePlugin
+
+__all__ = ["Daemonizer"]
+
+#: Set in the daemon to its pid: a re-executed daemon does not daemonize again.
+DAEMON_PID_ENV = "WSPBUS_DAEMON_PID"
+
+
+class Daemonizer(SimplePlugin):
+    """Daemonize at start; the launching process exits with the daemon's start outcome.
+
+    ``umask`` (keyword-only) is set in the daemon; None keeps the inherited one. The default
+    0o022 differs from CherryPy's 0, which left files created without an explicit mode
+    writable by everyone.
+    """
+
+    def __init__(self, bus: Bus, stdin: str = "/dev/null", stdout: str = "/dev/null",
+                 stderr: str = "/dev/null", *, umask: int | None = 0o022) -> None:
+        super().__init__(bus)
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.umask = umask
+        self.finalized = False
+
+    def start(self) -> None:
+        """Become the daemon; the launching process waits for the outcome and exits with it."""
+        if self.finalized or os.environ.get(DAEMON_PID_ENV) == str(os.getpid()):
+            self.bus.log("Already daemonized (pid %d)." % os.getpid())
+            self._settle()  # a restart came back to the directory it started in
+            return
+        self._warn_about_threads()
+        _flush_stdio()
+        report_fd, write_fd = os.pipe()
+        intermediate = os.fork()
+        if intermediate:
+            os.close(write_fd)
+            self._launcher_waits(report_fd, intermediate)  # does not return
+        os.close(report_fd)
+        _detach(write_fd)
+        os.environ[DAEMON_PID_ENV] = str(os.getpid())
+        StartReport(self.bus, write_fd)
+        self.finalized = True
+        self._settle()
+        self._redirect_streams()
+        self.bus.log("Daemonized to PID: %d" % os.getpid())
+
+    start.priority = 65
+
+    def _settle(self) -> None:
+        os.chdir("/")  # hold no mount busy
+        if self.umask is not None:
+            os.umask(self.umask)
+
+    def _warn_about_threads(self) -> None:
+        current = threading.current_thread()
+        others = [t.name for t in threading.enumerate()
+                  if t is not current and not getattr(t, "restarted_after_fork", False)]
+        if others:
+            self.bus.log(
+                "Daemonizing with %d other thread(s) running (%s): they do not exist in the daemon, "
+                "and a lock one of them holds stays locked there; start threads after the "
+                "Daemonizer (start priority above 65)." % (len(others), ", ".join(others)),
+                level=30,
+            )
+
+    def _launcher_waits(self, report_fd: int, intermediate: int) -> None:
+        os.waitpid(intermediate, 0)  # it forks the daemon and exits at once
+        status, message = read_report(report_fd)
+        os.close(report_fd)
+        if status == 0:
+            self.bus.log("Daemon started: %s; the launching process exits." % message)
+        else:
+            sys.stderr.write("Daemon failed to start: %s\n" % message)
+        _flush_stdio()
+        os._exit(status)
+
+    def _redirect_streams(self) -> None:
+        _flush_stdio()
+        for fd, path, flags in (
+            (0, self.stdin, os.O_RDONLY),
+            (1, self.stdout, os.O_WRONLY | os.O_APPEND | os.O_CREAT),
+            (2, self.stderr, os.O_WRONLY | os.O_APPEND | os.O_CREAT),
+        ):
+            opened = os.open(path, flags, 0o666)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+
+
+def _detach(write_fd: int) -> None:
+    """In the first child: new session, fork again, and let the middle process go."""
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+    except BaseException as exc:  # the launcher must hear of it; nothing here may return
+        _write_all(write_fd, b"1 cannot detach: %s\n" % str(exc).encode(errors="replace"))
+        os._exit(1)
+
+
+class StartReport:
+    """Tells the launcher, through a pipe, whether this daemon's bus reached STARTED.
+
+    The message of a failure is the last line (``Type: message``) of the first error the bus
+    logged since, which is how the bus reports a failing start listener.
+    """
+
+    def __init__(self, bus: Bus, fd: int) -> None:
+        self.bus = bus
+        self.fd: int | None = fd
+        self.first_error: str | None = None
+        bus.subscribe("log", self.note_error)
+        self._unwatch = bus.watch_state(self.on_state)
+
+    def note_error(self, msg: str, level: int = 20) -> None:
+        if level >= 40 and self.first_error is None:
+            lines = [line for line in msg.splitlines() if line.strip()]
+            self.first_error = lines[-1].strip() if lines else msg
+
+    def on_state(self, state: State) -> None:
+        if state is states.STARTING:
+            return
+        if state is states.STARTED:
+            self.send(b"0 pid %d\n" % os.getpid())
+        else:
+            reason = self.first_error or "the bus stopped before it was STARTED"
+            status = self.bus.exit_code or 1
+            self.send(b"%d %s\n" % (status, reason.encode(errors="replace")))
+
+    def send(self, line: bytes) -> None:
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        self._unwatch()
+        self.bus.unsubscribe("log", self.note_error)
+        try:
+            _write_all(fd, line)
+        except OSError:
+            pass  # the launcher is gone (killed); nobody is left to tell
+        finally:
+            os.close(fd)
+
+
+def read_report(fd: int) -> tuple[int, str]:
+    """(exit status, message) from the daemon's one-line report; EOF before it is a failure."""
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    line = data.split(b"\n", 1)[0].decode(errors="replace")
+    status, _, message = line.partition(" ")
+    if not status.isdigit():
+        return 1, "the daemon ended before its bus was STARTED (see its log)"
+    code = int(status)
+    return (code if code < 256 else 1), message  # an exit status is one byte
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
