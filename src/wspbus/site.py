@@ -130,14 +130,21 @@ def load_app(spec: AppSpec) -> Callable[..., Any]:
 
 def _import(spec: AppSpec):
     try:
-        return importlib.import_module(spec.module)
+        return import_module(spec.module)
+    except SiteError as exc:
+        raise SiteError("app %r: %s" % (spec.target, exc)) from None
+
+
+def import_module(name: str):
+    """importlib.import_module, failing with a one-line SiteError that says why."""
+    try:
+        return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name and spec.module.startswith(exc.name):
-            raise SiteError("app %r: no module named %r (check --pythonpath / --chdir)"
-                            % (spec.target, exc.name)) from None
-        raise SiteError("app %r: importing %r failed: %s" % (spec.target, spec.module, one_line(exc))) from None
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise SiteError("no module named %r (check --pythonpath / --chdir)" % exc.name) from None
+        raise SiteError("importing %r failed: %s" % (name, one_line(exc))) from None
     except Exception as exc:
-        raise SiteError("app %r: importing %r failed: %s" % (spec.target, spec.module, one_line(exc))) from None
+        raise SiteError("importing %r failed: %s" % (name, one_line(exc))) from None
 
 
 def _call_factory(spec: AppSpec, factory: Any) -> Any:
@@ -155,7 +162,7 @@ def one_line(exc: BaseException) -> str:
     text = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
     if isinstance(exc, SyntaxError) and exc.filename:
         return "%s: %s (at %s:%s)" % (type(exc).__name__, exc.msg, exc.filename, exc.lineno)
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if not frame.filename.startswith("<frozen")]
     if frames:
         text += " (at %s:%s)" % (frames[-1].filename, frames[-1].lineno)
     return " ".join(text.split())

@@ -1,0 +1,158 @@
+"""The ``wspbus`` command: serve a site; stop, reload or query a running one.
+
+Exit statuses: 0 clean, 1 failed while running, 64 bad command line, 69 could not start
+(e.g. a port in use), 78 configuration error; ``status``: 0 running, 3 not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .launch import EX_CONFIG, EX_USAGE, EXIT_STATUSES
+
+__all__ = ["main"]
+
+SERVE_EPILOG = """\
+APP is module:callable, module:factory() or /prefix=module:callable; WSGI or ASGI is
+detected from the callable (force it with --protocol). Several apps make one site, each
+under its prefix (longest prefix wins); a site with an ASGI app is served by an ASGI server.
+
+examples:
+  wspbus serve myapp:app
+  wspbus serve -b 0.0.0.0:8080 -b unix:/run/site.sock /=web:app /api=api:create_app()
+  wspbus serve --config site.toml --reload
+  wspbus serve --daemon --pidfile /run/site.pid --user www-data --log-file /var/log/site.log site:app
+
+exit statuses:
+%s
+""" % "\n".join("  %-3d %s" % item for item in sorted(EXIT_STATUSES.items()))
+
+CONTROL_HELP = {
+    "stop": "stop the site (SIGTERM) and wait until it has exited",
+    "reload": "re-execute the site with fresh code, keeping its sockets (SIGHUP)",
+    "graceful": "ask the site's services to reload their settings (SIGUSR1)",
+    "status": "print the site's state, pid, uptime, binds and mounts (exit 0 running, 3 not)",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line and exits 64 (EX_USAGE)."""
+
+    def error(self, message: str):
+        self.exit(EX_USAGE, "%s: error: %s (see %s --help)\n" % (self.prog, message, self.prog))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wspbus", description="Run and control a web site on the Web Site Process Bus.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    parser.commands = commands.choices  # name -> its parser, to report a mistake in its name
+    _add_serve(commands.add_parser(
+        "serve", help="serve a site of WSGI/ASGI apps", description="Serve a site of WSGI and ASGI apps.",
+        epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))
+    for name, text in CONTROL_HELP.items():
+        control = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        control.add_argument("--pidfile", required=True, metavar="FILE", help="the site's pid file")
+        if name == "stop":
+            control.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                                 help="how long to wait for the exit (default: %(default)s)")
+        if name == "status":
+            control.add_argument("--json", action="store_true", help="print the status record as JSON")
+    return parser
+
+
+def _add_serve(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument("apps", nargs="*", metavar="APP", help="an app to mount (see below)")
+    site = serve.add_argument_group("site")
+    site.add_argument("-c", "--config", metavar="FILE", help="a TOML site file; options given here override it")
+    site.add_argument("--protocol", choices=("auto", "wsgi", "asgi"), help="treat the apps as WSGI or ASGI "
+                      "instead of detecting it")
+    site.add_argument("--import", dest="import_", action="append", metavar="MODULE",
+                      help="import MODULE first; it may subscribe its own plugins to wspbus.bus (repeatable)")
+    site.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the apps")
+    site.add_argument("--pythonpath", action="append", metavar="DIR",
+                      help="put DIR first on sys.path (repeatable; default: the --chdir directory)")
+    servers = serve.add_argument_group("servers")
+    servers.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
+                         help="HOST:PORT, [IPv6]:PORT or unix:PATH; port 0 picks a free one "
+                              "(repeatable; default 127.0.0.1:8080)")
+    servers.add_argument("--server", metavar="NAME", help="the HTTP server (default: auto, the best installed)")
+    servers.add_argument("--threads", type=int, metavar="N", help="worker threads per server")
+    process = serve.add_argument_group("process")
+    process.add_argument("--reload", action=argparse.BooleanOptionalAction, default=None,
+                         help="restart with fresh code when an imported file changes")
+    process.add_argument("--daemon", action=argparse.BooleanOptionalAction, default=None,
+                         help="detach into the background once the site has started")
+    process.add_argument("--pidfile", metavar="FILE", help="write (and lock) the pid here; enables "
+                         "wspbus stop|reload|status --pidfile FILE")
+    process.add_argument("--user", metavar="USER", help="switch to USER after binding the ports")
+    process.add_argument("--group", metavar="GROUP", help="switch to GROUP after binding the ports")
+    process.add_argument("--umask", metavar="MASK", help="set the umask, in octal (e.g. 027)")
+    process.add_argument("--graceful-timeout", metavar="SECONDS",
+                         help="how long stopping may take before it is cut short (default 30; inf: no limit)")
+    logs = serve.add_argument_group("logs")
+    logs.add_argument("--log-file", metavar="FILE", help="where the error log goes (default: stderr, '-')")
+    logs.add_argument("--access-log", metavar="FILE", help="write an access log to FILE ('-': stdout)")
+    logs.add_argument("--log-level", metavar="LEVEL", help="debug, info (default), warning, error or critical")
+
+
+def serve(args: argparse.Namespace) -> int:
+    from . import config as _config
+    from .launch import launch
+
+    try:
+        site = _config.load(args.config) if args.config else _config.SiteConfig()
+        _config.override(site, {
+            "graceful_timeout": args.graceful_timeout, "chdir": args.chdir, "pythonpath": args.pythonpath,
+            "import": args.import_, "user": args.user, "group": args.group, "umask": args.umask,
+            "daemon": args.daemon, "pidfile": args.pidfile, "reload": args.reload,
+            "log_file": args.log_file, "access_log": args.access_log, "log_level": args.log_level,
+        })
+        _config.command_line_servers(args.bind, args.server, args.threads, site)
+        _config.command_line_apps(args.apps, args.protocol, site)
+    except _config.ConfigError as exc:
+        print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
+        return EX_CONFIG
+    return launch(site)
+
+
+def control(args: argparse.Namespace) -> int:
+    from . import control as _control
+
+    try:
+        if args.command == "status":
+            record = _control.read_status(args.pidfile)
+            if args.json:
+                import json
+
+                print(json.dumps(record, indent=2))
+            else:
+                print("\n".join(_control.describe_status(record)))
+            return _control.RUNNING
+        if args.command == "stop":
+            pid = _control.stop(args.pidfile, args.timeout)
+            print("wspbus: stopped the site (pid %d)" % pid)
+        else:
+            pid = _control.send(args.pidfile, args.command)
+            print("wspbus: sent %s to the site (pid %d)" % (args.command, pid))
+        return 0
+    except _control.ControlError as exc:
+        print("wspbus: %s" % exc, file=sys.stderr)
+        return exc.status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wspbus`` console script; returns the exit status."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.commands[args.command].error("unrecognized arguments: %s" % " ".join(unknown))
+    if args.command == "serve":
+        return serve(args)
+    return control(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

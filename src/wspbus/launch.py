@@ -1,0 +1,348 @@
+"""Put a configured site on a bus: its apps, servers and plugins; then run it.
+
+``deploy()`` builds everything from a SiteConfig and raises ConfigError for any mistake, before
+anything starts. ``launch()`` is what ``wspbus serve`` runs; ``quickstart()`` is the one-call
+API for a single app. The set of plugins is decided in one place, ``build_plugins()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from . import config as _config
+from .config import ConfigError, PluginConfig, ServerConfig, SiteConfig
+from .site import Site, SiteError, add_pythonpath, import_module, load_app, mount_app, parse_app_spec
+
+__all__ = ["Deployment", "EXIT_STATUSES", "build_plugins", "deploy", "launch", "quickstart"]
+
+EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_CONFIG = 0, 64, 69, 78
+#: Exit statuses of ``wspbus serve`` (and of quickstart()), documented in docs/configuration.md.
+EXIT_STATUSES = {
+    EX_OK: "the site ran and stopped cleanly",
+    1: "the site failed while running (a server died, a stop listener failed)",
+    EX_USAGE: "the command line is wrong (unknown option, missing argument)",
+    EX_UNAVAILABLE: "the site could not start (a port in use, a start listener failed)",
+    EX_CONFIG: "the configuration is wrong (unknown key, bad bind, app that does not import, ...)",
+}
+
+#: [plugins.NAME] -> the class, as "module:Class" under the wspbus package.
+BUILTIN_PLUGINS = {
+    "signals": "plugins.signals:SignalHandler", "logs": "plugins.logs:LogRouter",
+    "daemon": "plugins.daemon:Daemonizer", "pidfile": "plugins.pidfile:PIDFile",
+    "privileges": "plugins.privileges:DropPrivileges", "reload": "plugins.reload:Autoreloader",
+    "threads": "plugins.threads:ThreadManager", "systemd": "plugins.systemd:SystemdNotifier",
+    "drain": "plugins.drain:Drainer", "health": "health:Health",
+}
+#: Plugins that are on when their [plugins.NAME] table is present (``enabled = false`` turns one off).
+OPT_IN_PLUGINS = ("threads", "systemd", "drain", "health")
+
+
+@dataclass
+class Deployment:
+    """A site put on a bus, not started yet."""
+
+    bus: Any
+    site: Site
+    config: SiteConfig
+    servers: list = field(default_factory=list)
+    plugins: dict[str, Any] = field(default_factory=dict)
+
+    def urls(self) -> list[str]:
+        """Where the servers listen (real ports once started)."""
+        return [server.url for server in self.servers]
+
+    def banner(self) -> list[str]:
+        lines = ["serving %s" % url for url in self.urls()]
+        lines += ["mounted %s" % line for line in self.site.describe()]
+        if self.config.reload:
+            lines.append("autoreload is on: saving an imported file restarts the site")
+        return lines
+
+
+# -- building -----------------------------------------------------------------------------
+
+
+def prepare_process(config: SiteConfig) -> None:
+    """--chdir and --pythonpath, then --import (modules that subscribe their own plugins)."""
+    if config.chdir:
+        try:
+            os.chdir(config.chdir)
+        except OSError as exc:
+            raise ConfigError("%s: chdir: cannot change to %s: %s" % (config.source, config.chdir, exc.strerror)) from None
+    add_pythonpath(config.pythonpath or ([os.getcwd()] if config.chdir else []))
+    for name in config.imports:
+        try:
+            import_module(name)
+        except SiteError as exc:
+            raise ConfigError("%s: import: %s" % (config.source, exc)) from None
+
+
+def build_site(config: SiteConfig) -> Site:
+    if not config.apps:
+        raise ConfigError("%s: no app to serve (give APP arguments or [[app]] tables)" % config.source)
+    try:
+        specs = [parse_app_spec(app.target, None if app.mount in ("", "/") else app.mount) for app in config.apps]
+        return Site([mount_app(spec.prefix, load_app(spec), app.protocol, spec.target)
+                     for spec, app in zip(specs, config.apps)])
+    except SiteError as exc:
+        raise ConfigError("%s: %s" % (config.source, exc)) from None
+
+
+def _plugin_class(name: str, where: str) -> Callable[..., Any]:
+    if name not in BUILTIN_PLUGINS:
+        raise ConfigError("%s: unknown plugin %r (expected one of: %s; a third-party plugin goes in "
+                          "[[plugin]] with path = \"pkg.module:Class\")" % (where, name, ", ".join(BUILTIN_PLUGINS)))
+    module_name, _, attribute = BUILTIN_PLUGINS[name].partition(":")
+    return getattr(importlib.import_module("wspbus." + module_name), attribute)
+
+
+def _import_class(plugin: PluginConfig) -> Callable[..., Any]:
+    module_name, _, attribute = plugin.path.partition(":")
+    try:
+        module = import_module(module_name)
+    except SiteError as exc:
+        raise ConfigError("%s path: %s" % (plugin.where, exc)) from None
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise ConfigError("%s path: module %r has no attribute %r" % (plugin.where, module_name, attribute)) from None
+
+
+def construct(factory: Callable[..., Any], bus: Any, where: str, options: dict, **filled: Any) -> Any:
+    """``factory(bus, **filled, **options)``, checking ``options`` against its signature first."""
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())[1:]
+    except (TypeError, ValueError):
+        parameters = []
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        accepted = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        for key in options:
+            if key not in accepted or key in filled:
+                settable = [name for name in accepted if name not in filled]
+                raise ConfigError("%s %s: unknown setting (expected one of: %s)"
+                                  % (where, key, ", ".join(settable) or "no settings"))
+    try:
+        return factory(bus, **filled, **options)
+    except (TypeError, ValueError, OSError, KeyError) as exc:
+        raise ConfigError("%s: %s" % (where, exc)) from None
+
+
+def _wanted_plugins(config: SiteConfig, own_process: bool) -> dict[str, dict[str, Any]]:
+    """Built-in plugin name -> the arguments the site fills in, in construction order."""
+    wanted: dict[str, dict[str, Any]] = {}
+    if own_process:
+        wanted["signals"] = {}
+        wanted["logs"] = {"error_log": config.log_file or "-", "access_log": config.access_log,
+                          "level": logging.getLevelName(config.log_level.upper())}
+    if config.daemon:
+        wanted["daemon"] = {}
+    if config.pidfile:
+        wanted["pidfile"] = {"pidfile": config.pidfile}
+    if config.user is not None or config.group is not None or config.umask is not None:
+        wanted["privileges"] = {"uid": config.user, "gid": config.group, "umask": config.umask}
+    if config.reload:
+        wanted["reload"] = {}
+    for name, table in config.plugins.items():
+        _plugin_class(name, table.where)
+        enabled = table.options.get("enabled", True) if name in OPT_IN_PLUGINS else True
+        if not isinstance(enabled, bool):
+            raise ConfigError("%s enabled: expected true or false, got %r" % (table.where, enabled))
+        if name in OPT_IN_PLUGINS and enabled and (own_process or name != "drain"):
+            wanted[name] = {}
+    return wanted
+
+
+def build_plugins(bus: Any, config: SiteConfig, *, own_process: bool = True,
+                  binds: Callable[[], list[str]] | None = None) -> dict[str, Any]:
+    """Every plugin the configuration asks for, constructed (not subscribed): name -> plugin.
+
+    ``own_process`` False (a site inside a test process): no signal handling, no log routing.
+    Third-party [[plugin]] entries are keyed by their ``where`` text.
+    """
+    built: dict[str, Any] = {}
+    for name, filled in _wanted_plugins(config, own_process).items():
+        if name == "drain":
+            filled = {"signal_handler": built.get("signals")}
+        elif name == "systemd":
+            filled = {"binds": binds}
+        table = config.plugins.get(name) or PluginConfig(name, "%s: [plugins.%s]" % (config.source, name))
+        options = {k: v for k, v in table.options.items() if k != "enabled"}
+        built[name] = construct(_plugin_class(name, table.where), bus, table.where, options, **filled)
+    for extra in config.extra_plugins:
+        built[extra.where] = construct(_import_class(extra), bus, extra.where, extra.options)
+    return built
+
+
+def subscribe_all(parts: list, source: str) -> None:
+    """Subscribe every part in order; if one fails, unsubscribe those before it (ConfigError)."""
+    done = []
+    for part in parts:
+        subscribe = getattr(part, "subscribe", None)
+        if not callable(subscribe):
+            continue
+        try:
+            subscribe()
+        except (ValueError, OSError) as exc:  # e.g. a log file that cannot be opened
+            for earlier in reversed(done):
+                earlier.unsubscribe()
+            raise ConfigError("%s: %s" % (source, exc)) from None
+        done.append(part)
+
+
+def build_servers(bus: Any, site: Site, config: SiteConfig, health: Any = None) -> list:
+    """One HTTPServer per bind; each speaks the site's protocol unless its server cannot.
+
+    ``health``: a wspbus.health.Health whose endpoints answer before the site's apps.
+    """
+    from . import servers as _servers
+
+    result = []
+    for number, server_config in enumerate(config.servers or [ServerConfig()], 1):
+        where = "%s: [[server]] #%d" % (config.source, number) if config.servers else config.source
+        protocol = _server_protocol(_servers, server_config.server, site.protocol)
+        app = site.app(protocol, threads=server_config.threads)
+        if health is not None:
+            app = health.wrap_asgi(app) if protocol == "asgi" else health.wrap_wsgi(app)
+        for bind in server_config.binds:
+            try:
+                server = _servers.HTTPServer(bus, app, _servers.Bind.parse(bind), server=server_config.server,
+                                             protocol=protocol, access_log=bool(config.access_log),
+                                             threads=server_config.threads)
+            except ValueError as exc:
+                raise ConfigError("%s server: %s" % (where, exc)) from None
+            result.append(server)
+    return result
+
+
+def _server_protocol(servers: Any, name: str, wanted: str) -> str:
+    """``wanted``, unless the named server speaks only the other protocol."""
+    spoken = getattr(servers, "protocols_of", None)
+    protocols = spoken(name) if spoken is not None else ("wsgi", "asgi")
+    return wanted if wanted in protocols else protocols[0]
+
+
+def deploy(bus: Any, config: SiteConfig, site: Site | None = None, *, own_process: bool = True) -> Deployment:
+    """Prepare the process and put the site, its servers and plugins on ``bus`` (not started).
+
+    Everything is built before anything is subscribed, so a mistake leaves the bus untouched.
+    """
+    if site is None:
+        prepare_process(config)
+        site = build_site(config)
+    deployment = Deployment(bus, site, config)
+    deployment.plugins = build_plugins(bus, config, own_process=own_process, binds=deployment.urls)
+    deployment.servers = build_servers(bus, site, config, deployment.plugins.get("health"))
+    parts = list(deployment.plugins.values())
+    parts.sort(key=lambda part: part is not deployment.plugins.get("drain"))  # it takes over SIGTERM first
+    if config.pidfile:
+        from .control import StatusFile
+
+        parts.append(StatusFile(bus, config.pidfile, deployment))
+    subscribe_all(parts + deployment.servers, config.source)
+    bus.graceful_timeout = config.graceful_timeout
+    return deployment
+
+
+# -- running ------------------------------------------------------------------------------
+
+
+def start(deployment: Deployment, out: TextIO | None = None) -> int:
+    """Start the bus and print the banner; EX_UNAVAILABLE with one line on stderr if it fails."""
+    try:
+        deployment.bus.start()
+    except Exception as exc:
+        reasons = exc.get_instances() if hasattr(exc, "get_instances") else [exc]
+        message = "; ".join(str(reason) or type(reason).__name__ for reason in reasons)
+        print("wspbus: error: the site could not start: %s" % message, file=sys.stderr, flush=True)
+        return EX_UNAVAILABLE
+    announce(deployment, out)
+    return EX_OK
+
+
+def announce(deployment: Deployment, out: TextIO | None = None) -> None:
+    """Print where the site serves and what is mounted."""
+    out = out or sys.stdout
+    for line in deployment.banner():
+        print("wspbus: " + line, file=out)
+    out.flush()
+
+
+class DeployerErrorsInOneLine(logging.Filter):
+    """Shorten the bus's log of a listener failure the deployer caused (a port in use, an ASGI
+    app's failed startup) to one line; failures of code keep their traceback."""
+
+    TRACEBACK = "\nTraceback (most recent call last):\n"
+
+    def __init__(self) -> None:
+        super().__init__()
+        from .servers import BindError, LifespanError
+
+        self.kinds = (BindError, LifespanError)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        head, found, tail = message.partition(self.TRACEBACK)
+        if found:
+            last = tail.rstrip().rpartition("\n")[2]
+            kind, _, text = last.partition(": ")
+            if self._is_deployer_error(kind, text):
+                record.msg, record.args = "%s: %s" % (head.rstrip(":"), text), ()
+        return True
+
+    def _is_deployer_error(self, kind: str, text: str) -> bool:
+        names = ["%s.%s" % (k.__module__, k.__qualname__) for k in self.kinds]
+        if kind in names:
+            return True
+        if kind.endswith(".ChannelFailures"):  # the reprs of every failure, one a line
+            return all(line.startswith(tuple(k.__name__ + "(" for k in self.kinds)) for line in text.split("\n"))
+        return False
+
+
+def launch(config: SiteConfig, bus: Any = None, site: Site | None = None) -> int:
+    """Deploy, start and block until the site exits; the process's exit status."""
+    if bus is None:
+        import wspbus
+
+        bus = wspbus.bus
+    logging.getLogger("wspbus").addFilter(DeployerErrorsInOneLine())
+    try:
+        deployment = deploy(bus, config, site)
+    except ConfigError as exc:
+        print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
+        return EX_CONFIG
+    status = start(deployment)
+    if status != EX_OK:
+        return status
+    bus.block()
+    return bus.exit_code
+
+
+def quickstart(app: Callable[..., Any] | Mapping[str, Callable[..., Any]], bind: str = "127.0.0.1:8080", *,
+               server: str = "auto", protocol: str | None = None, reload: bool = False,
+               threads: int | None = None, graceful_timeout: float | None = 30.0, bus: Any = None) -> int:
+    """Serve ``app`` (or ``{prefix: app}``) on the process bus with signals handled; block until exit.
+
+    Prints where it serves. Returns the exit status (0 after a clean stop: SIGTERM, Ctrl-C).
+    A bad argument raises ValueError; a failing start raises what the failing listener raised.
+    """
+    if bus is None:
+        import wspbus
+
+        bus = wspbus.bus
+    apps = app if isinstance(app, Mapping) else {"/": app}
+    site = Site([mount_app(prefix, each, protocol) for prefix, each in apps.items()])
+    binds = _config.convert("quickstart() ", "bind", _config.SERVER_FIELDS["bind"][1], bind)
+    config = SiteConfig(source="quickstart()", graceful_timeout=graceful_timeout, reload=reload,
+                        servers=[ServerConfig(binds=binds, server=server, threads=threads)])
+    deployment = deploy(bus, config, site)
+    bus.start()
+    announce(deployment)
+    bus.block()
+    return bus.exit_code

@@ -1,0 +1,127 @@
+"""Controlling a site from outside: the status file kept by the site, and the pid file read by the commands.
+
+The end-to-end commands against a real `wspbus serve` are in test_cli.py; these check the parts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+
+import pytest
+
+import wspbus
+from wspbus import control
+from wspbus.config import SiteConfig
+from wspbus.control import ControlError, StatusFile, status_path
+from wspbus.launch import Deployment
+from wspbus.site import Site, mount_app
+
+
+def read(path):
+    with open(path) as file:
+        return json.load(file)
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [])
+    return [b"hi"]
+
+
+def test_status_file_sits_beside_the_pid_file():
+    assert status_path("/run/site.pid") == "/run/site.status.json"
+    assert status_path("/run/pidfile") == "/run/pidfile.status.json"
+
+
+def test_the_status_file_follows_the_state_and_goes_away_on_exit(tmp_path, monkeypatch):
+    monkeypatch.delenv(control.SINCE_ENV, raising=False)
+    bus = wspbus.Bus()
+    deployment = Deployment(bus, Site([mount_app("/", hello)]), SiteConfig(reload=True))
+    pidfile = str(tmp_path / "site.pid")
+    status = StatusFile(bus, pidfile, deployment)
+    status.subscribe()
+    seen = []
+    bus.watch_state(lambda state: seen.append(read(status.path)["state"] if os.path.exists(status.path) else None))
+    bus.start()
+    record = read(status.path)
+    assert record["state"] == "STARTED" and record["pid"] == os.getpid()
+    assert record["mounts"] == ["/ -> test_control:hello (wsgi)"] and record["reload"] is True
+    assert record["since"] <= record["started"] <= record["updated"]
+    assert seen == ["STARTING", "STARTED"]
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]  # written by rename
+    bus.exit()
+    assert seen == ["STARTING", "STARTED", "STOPPING", "STOPPED", None]
+    status.unsubscribe()
+
+
+def test_a_restart_is_recorded_and_the_first_start_time_is_kept(tmp_path, monkeypatch):
+    monkeypatch.delenv(control.SINCE_ENV, raising=False)
+    bus = wspbus.Bus()
+    deployment = Deployment(bus, Site([mount_app("/", hello)]), SiteConfig())
+    status = StatusFile(bus, str(tmp_path / "site.pid"), deployment)
+    status.subscribe()
+    bus.start()
+    first = read(status.path)["since"]
+    bus.execv = True  # what restart() sets; block() would then re-execute
+    bus.exit()
+    assert read(status.path)["state"] == "RESTARTING"
+    assert os.environ[control.SINCE_ENV] == "%d:%r" % (os.getpid(), first)  # what the new process reads
+    assert control._first_start() == first
+
+
+def test_commands_refuse_a_missing_a_stale_or_a_garbled_pid_file(tmp_path, spawn):
+    pidfile = tmp_path / "site.pid"
+    with pytest.raises(ControlError, match="no such pid file") as info:
+        control.read_pid(str(pidfile))
+    assert info.value.status == control.NOT_RUNNING
+    child = spawn([sys.executable, "-c", "pass"])
+    child.wait()
+    pidfile.write_text("%d\n" % child.pid)
+    with pytest.raises(ControlError, match="stale pid file: process %d is not running" % child.pid) as info:
+        control.send(str(pidfile), "reload")
+    assert info.value.status == control.NOT_RUNNING
+    pidfile.write_text("twelve")
+    with pytest.raises(ControlError, match="expected a process id in the pid file, found 'twelve'"):
+        control.read_status(str(pidfile))
+
+
+def test_stop_signals_and_waits_for_the_exit(tmp_path, spawn):
+    child = spawn("""
+        import signal, sys, threading
+        done = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *args: done.set())
+        print("ready", flush=True)
+        done.wait()
+        print("got SIGTERM", flush=True)
+    """)
+    child.expect("ready")
+    pidfile = tmp_path / "site.pid"
+    pidfile.write_text("%d\n" % child.pid)
+    assert control.stop(str(pidfile), timeout=10) == child.pid
+    assert child.proc.poll() is not None or child.wait(1) == 0  # gone when stop() returned
+    child.expect("got SIGTERM")
+
+
+def test_stop_reports_a_process_that_does_not_exit(tmp_path, spawn):
+    child = spawn("""
+        import signal, threading
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        threading.Event().wait()
+    """)
+    child.expect("ready")
+    pidfile = tmp_path / "site.pid"
+    pidfile.write_text("%d\n" % child.pid)
+    with pytest.raises(ControlError, match="still running 0.2 s after SIGTERM"):
+        control.stop(str(pidfile), timeout=0.2)
+    child.send(signal.SIGKILL)
+
+
+def test_status_lines_for_a_person():
+    record = {"state": "STARTED", "pid": 42, "since": 1000.0, "started": 3000.0,
+              "binds": ["http://127.0.0.1:8080"], "mounts": ["/ -> app:app (wsgi)"], "reload": True}
+    assert control.describe_status(record, now=1000.0 + 3 * 3600 + 62) == [
+        "state: STARTED", "pid: 42", "uptime: 3h 01m 02s (last reload 2h 27m 42s ago)",
+        "bind: http://127.0.0.1:8080", "mounted: / -> app:app (wsgi)", "autoreload: on"]

@@ -1,0 +1,124 @@
+"""Putting a configured site on a bus: which plugins are built, with what settings; quickstart()."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import textwrap
+
+import pytest
+from serve_support import get
+
+import wspbus
+from wspbus.config import ConfigError, PluginConfig, SiteConfig
+from wspbus.launch import build_plugins, deploy
+from wspbus.site import Site, mount_app
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [])
+    return [b"hello"]
+
+
+def plugin_config(name, **options):
+    return PluginConfig(name, "site.toml: [plugins.%s]" % name, options)
+
+
+def test_serve_always_has_signals_and_logs_and_the_rest_on_demand():
+    bus = wspbus.Bus()
+    config = SiteConfig(reload=True, pidfile="/tmp/x.pid", umask=0o027)
+    config.plugins = {"reload": plugin_config("reload", frequency=2), "threads": plugin_config("threads"),
+                      "systemd": plugin_config("systemd", enabled=False)}
+    built = build_plugins(bus, config)
+    assert sorted(built) == ["logs", "pidfile", "privileges", "reload", "signals", "threads"]
+    assert built["reload"].frequency == 2
+    assert built["privileges"].umask == 0o027
+    assert not bus.listeners["start"]  # built, not subscribed: nothing happens until deploy() subscribes
+
+
+def test_a_site_inside_a_test_process_handles_no_signals_and_routes_no_logs():
+    built = build_plugins(wspbus.Bus(), SiteConfig(), own_process=False)
+    assert built == {}
+
+
+@pytest.mark.parametrize("plugins, expected", [
+    ({"reload": plugin_config("reload", frequncy=2)},
+     r"^site\.toml: \[plugins\.reload\] frequncy: unknown setting \(expected one of: frequency, match, backend\)$"),
+    ({"reload": plugin_config("reload", frequency=-1)},
+     r"^site\.toml: \[plugins\.reload\]: Autoreloader frequency must be a positive number"),
+    ({"warp": plugin_config("warp")}, r"unknown plugin 'warp' \(expected one of: signals, logs,"),
+    ({"threads": plugin_config("threads", enabled="yes")}, r"\[plugins\.threads\] enabled: expected true or false"),
+])
+def test_plugin_settings_are_checked_against_the_plugin(plugins, expected):
+    config = SiteConfig(source="site.toml", reload=True)
+    config.plugins = plugins
+    with pytest.raises(ConfigError, match=expected):
+        build_plugins(wspbus.Bus(), config)
+
+
+def test_a_third_party_plugin_is_built_from_its_path_with_its_options(tmp_path, monkeypatch):
+    (tmp_path / "thirdparty_plugin.py").write_text(textwrap.dedent("""
+        from wspbus.plugins import SimplePlugin
+
+        class Greeter(SimplePlugin):
+            def __init__(self, bus, greeting, times=1):
+                super().__init__(bus)
+                self.said = []
+                self.greeting, self.times = greeting, times
+
+            def start(self):
+                self.said.append(self.greeting * self.times)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = SiteConfig(source="site.toml")
+    config.extra_plugins = [PluginConfig("thirdparty_plugin:Greeter", "site.toml: [[plugin]] #1",
+                                         {"greeting": "hi", "times": 2}, path="thirdparty_plugin:Greeter")]
+    bus = wspbus.Bus()
+    deployment = deploy(bus, config, Site([mount_app("/", hello)]), own_process=False)
+    greeter = deployment.plugins["site.toml: [[plugin]] #1"]
+    bus.start()
+    try:
+        assert greeter.said == ["hihi"]
+        assert get(deployment.urls()[0]) == (200, b"hello")
+    finally:
+        bus.exit()
+    config.extra_plugins[0].options = {"greting": "hi"}
+    with pytest.raises(ConfigError, match=r"\[\[plugin\]\] #1 greting: unknown setting \(expected one of: greeting, times\)"):
+        deploy(wspbus.Bus(), config, Site([mount_app("/", hello)]), own_process=False)
+
+
+def test_a_mistake_in_deploy_leaves_the_bus_untouched(tmp_path):
+    bus = wspbus.Bus()
+    config = SiteConfig(source="site.toml", log_file=str(tmp_path / "no" / "such" / "dir.log"))
+    config.plugins = {"threads": plugin_config("threads")}
+    before = {channel: set(bus.listeners[channel]) for channel in bus.listeners}
+    with pytest.raises(ConfigError, match="cannot open the error log"):
+        deploy(bus, config, Site([mount_app("/", hello)]))
+    assert {channel: set(bus.listeners[channel]) for channel in bus.listeners if channel in before} == before
+
+
+def test_quickstart_serves_several_apps_until_sigterm(spawn):
+    child = spawn("""
+        from wspbus.launch import quickstart
+
+        def web(environ, start_response):
+            start_response("200 OK", [])
+            return [b"web at " + environ["SCRIPT_NAME"].encode()]
+
+        async def api(scope, receive, send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"api at " + scope["root_path"].encode()})
+
+        raise SystemExit(quickstart({"/": web, "/api": api}, bind="127.0.0.1:0"))
+    """)
+    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    child.expect(r"^wspbus: mounted /api -> __main__:api \(asgi\)$")
+    assert get(url, "/api/v1") == (200, b"api at /api")
+    assert get(url, "/home") == (200, b"web at ")
+    child.send(signal.SIGTERM)
+    assert child.wait() == 0
+
+
+def test_quickstart_refuses_a_bad_bind_with_a_clear_error():
+    with pytest.raises(ConfigError, match=r"^quickstart\(\) bind: bad bind 'localhost'"):
+        wspbus.launch.quickstart(hello, bind="localhost", bus=wspbus.Bus())
