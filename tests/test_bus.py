@@ -374,3 +374,34 @@ def test_import_wspbus_loads_only_the_stdlib(spawn):
     """)
     assert child.expect(r"^foreign: (.*)$").group(1) == "[]"
     assert child.wait() == 0
+
+
+def test_a_failing_start_listener_ends_the_start_at_once(bus):
+    ran = []
+
+    def refuse():
+        raise RuntimeError("another instance is running")
+
+    bus.subscribe("start", refuse, priority=70)
+    bus.subscribe("start", lambda: ran.append("bind port"), priority=75)
+    with pytest.raises(ChannelFailures):
+        bus.start()
+    assert ran == []
+
+
+def test_a_startup_error_is_logged_as_one_line(bus):
+    from wspbus import StartupError
+
+    log = LogRecorder(bus)
+
+    def bind():
+        raise StartupError("cannot bind 127.0.0.1:8080: address already in use")
+
+    bus.subscribe("start", bind)
+    with pytest.raises(ChannelFailures) as info:
+        bus.start()
+    assert str(info.value.get_instances()[0]) == "cannot bind 127.0.0.1:8080: address already in use"
+    errors = [msg for msg, level in log.entries if level == 40]
+    assert all("Traceback" not in msg and "\n" not in msg for msg in errors)
+    assert errors[-1] == ("Shutting down due to error in start listener: "
+                          "StartupError('cannot bind 127.0.0.1:8080: address already in use')")

@@ -4,9 +4,9 @@
 HTTP server adapters in ``wspbus.servers``; both are imported on first use.
 """
 
-from ._bus import Bus, ChannelFailures, State, states
+from ._bus import Bus, ChannelFailures, StartupError, State, states
 
-__all__ = ["Bus", "ChannelFailures", "State", "bus", "states"]
+__all__ = ["Bus", "ChannelFailures", "StartupError", "State", "bus", "states"]
 __version__ = "0.1.0"
 
 #: The process's bus, as ``cherrypy.process.wspbus.bus``; frameworks share this one object.

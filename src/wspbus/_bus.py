@@ -26,7 +26,7 @@ from typing import Any
 
 from . import _reexec
 
-__all__ = ["Bus", "ChannelFailures", "State", "states"]
+__all__ = ["Bus", "ChannelFailures", "StartupError", "State", "states"]
 
 BUILTIN_CHANNELS = ("start", "stop", "exit", "graceful", "log", "main")
 DEFAULT_PRIORITY = 50
@@ -64,6 +64,13 @@ class ChannelFailures(Exception):
 
     def __bool__(self) -> bool:
         return bool(self._exceptions)
+
+
+class StartupError(RuntimeError):
+    """A failure whose message says all the user needs (port in use, already running, ...).
+
+    Raised from a listener, it is logged as one line, without a traceback.
+    """
 
 
 class State:
@@ -304,9 +311,20 @@ class Bus:
         self._log_failure(channel, listener, exc)
         return failures
 
+    def _publish_until_failure(self, channel: str) -> None:
+        """Call the listeners of ``channel`` in order; the first failure ends the publish."""
+        for listener in self._ordered.get(channel, ()):
+            try:
+                listener()
+            except BaseException as exc:
+                raise self._listener_failed(channel, listener, exc, None) from None
+
     def _log_failure(self, channel: str, listener: Listener, exc: BaseException) -> None:
         if channel == "log":
             return  # a broken log listener must not recurse into the log
+        if isinstance(exc, StartupError):
+            self.log("Error in %r listener %r: %s" % (channel, listener, exc), level=40)
+            return
         import traceback
 
         formatted = "".join(traceback.format_exception(exc))
@@ -359,18 +377,13 @@ class Bus:
         self.state = states.STARTING
         self.log("Bus STARTING")
         try:
-            self.publish("start")
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:
-            self.log("Shutting down due to error in start listener:", level=40, traceback=True)
+            self._publish_until_failure("start")
+        except ChannelFailures as failures:
+            self.log("Shutting down due to error in start listener: %s" % failures, level=40)
             if not self.exit_code:
                 self.exit_code = 1
-            try:
-                self.exit()
-            except Exception:
-                pass  # already logged by the listeners' error handling
-            raise exc
+            self._exit_quietly()
+            raise
         self.state = states.STARTED
         self.log("Bus STARTED")
 

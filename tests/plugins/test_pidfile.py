@@ -91,8 +91,6 @@ def test_a_second_instance_is_refused_while_the_first_holds_the_lock(spawn, run_
     stop_instance(first)
 
 
-@pytest.mark.xfail(strict=True, reason="Bus.start() still runs the start listeners after a failing one; "
-                                        "asked of the lead: stop at the first failure")
 def test_a_refused_instance_binds_no_server(spawn, run_dir):
     pidfile = run_dir / "site.pid"
     first = start_instance(spawn, pidfile)
