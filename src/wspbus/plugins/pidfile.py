@@ -31,7 +31,7 @@ import stat
 import tempfile
 
 from .. import _reexec
-from .._bus import Bus
+from .._bus import Bus, StartupError
 from .base import SimplePlugin
 
 __all__ = ["PIDFile"]
@@ -111,21 +111,21 @@ def check_location(path: str) -> None:
         pass
     else:
         if stat.S_ISLNK(mode):
-            raise RuntimeError("PID file %s is a symbolic link; refusing to follow it "
+            raise StartupError("PID file %s is a symbolic link; refusing to follow it "
                                "(give the path of a regular file)" % path)
         if not stat.S_ISREG(mode):
-            raise RuntimeError("PID file %s exists and is not a regular file" % path)
+            raise StartupError("PID file %s exists and is not a regular file" % path)
     directory = os.path.dirname(path)
     try:
         info = os.stat(directory)
     except FileNotFoundError:
-        raise RuntimeError("the directory of PID file %s does not exist" % path) from None
+        raise StartupError("the directory of PID file %s does not exist" % path) from None
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise RuntimeError("PID file directory %s is writable by %s; refusing (they could take or "
+        raise StartupError("PID file directory %s is writable by %s; refusing (they could take or "
                            "swap the PID file): use a directory only its owner can write, like /run"
                            % (directory, "others" if info.st_mode & stat.S_IWOTH else "its group"))
     if info.st_uid not in (0, os.geteuid()):
-        raise RuntimeError("PID file directory %s belongs to uid %d, neither root nor this process "
+        raise StartupError("PID file directory %s belongs to uid %d, neither root nor this process "
                            "(uid %d); refusing" % (directory, info.st_uid, os.geteuid()))
 
 
@@ -144,7 +144,7 @@ def claim(path: str) -> int:
             except FileExistsError:
                 if replace_if_stale(path, temp):
                     return fd
-        raise RuntimeError("PID file %s kept changing while claiming it; giving up" % path)
+        raise StartupError("PID file %s kept changing while claiming it; giving up" % path)
     except BaseException:
         os.close(fd)
         raise
@@ -163,18 +163,18 @@ def replace_if_stale(path: str, temp: str) -> bool:
         return False
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise RuntimeError("PID file %s is a symbolic link; refusing to follow it" % path) from None
+            raise StartupError("PID file %s is a symbolic link; refusing to follow it" % path) from None
         raise
     try:
         info = os.fstat(existing)
         if not stat.S_ISREG(info.st_mode):
-            raise RuntimeError("PID file %s exists and is not a regular file" % path)
+            raise StartupError("PID file %s exists and is not a regular file" % path)
         try:
             fcntl.flock(existing, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not names_file(path, info):
                 return False
-            raise RuntimeError(already_running(path, read_pid(existing))) from None
+            raise StartupError(already_running(path, read_pid(existing))) from None
         if not names_file(path, info):
             return False  # replaced by another claimer before we got the lock
         os.rename(temp, path)

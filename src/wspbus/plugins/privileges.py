@@ -22,7 +22,7 @@ import grp
 import os
 import pwd
 
-from .._bus import Bus
+from .._bus import Bus, StartupError
 from .base import SimplePlugin
 
 __all__ = ["DropPrivileges"]
@@ -94,7 +94,7 @@ class DropPrivileges(SimplePlugin):
         gid = self.gid
         if gid is None:
             if user is None:
-                raise RuntimeError("DropPrivileges: uid %d has no entry in the password database, so its "
+                raise StartupError("DropPrivileges: uid %d has no entry in the password database, so its "
                                    "group is unknown; give gid= as well" % self.uid)
             gid = user.pw_gid
         return self.uid, gid, (user.pw_name if user else None)
@@ -104,13 +104,14 @@ class DropPrivileges(SimplePlugin):
             self.bus.log("Already running as uid: %s gid: %d" % (uid if uid is not None else os.getuid(), gid))
             return
         groups = os.getgrouplist(name, gid) if name is not None else []
+        _import_what_the_bus_imports_late()
         try:
             os.setgroups(groups)
             os.setgid(gid)
             if uid is not None:
                 os.setuid(uid)
         except PermissionError as exc:
-            raise RuntimeError("DropPrivileges: cannot switch to uid %s gid %d: %s (only root can; this "
+            raise StartupError("DropPrivileges: cannot switch to uid %s gid %d: %s (only root can; this "
                                "process runs as uid %d)" % (uid, gid, exc.strerror, os.getuid())) from None
         _verify(uid, gid, groups)
         self.bus.log("Running as uid: %d gid: %d groups: %s" % (os.getuid(), os.getgid(), groups))
@@ -140,10 +141,10 @@ def _already(uid: int | None, gid: int) -> bool:
 def _verify(uid: int | None, gid: int, groups: list[int]) -> None:
     """Raise unless the drop took and cannot be undone."""
     if set(os.getresgid()) != {gid} or (uid is not None and set(os.getresuid()) != {uid}):
-        raise RuntimeError("DropPrivileges: the switch did not take: uids %s gids %s"
+        raise StartupError("DropPrivileges: the switch did not take: uids %s gids %s"
                            % (os.getresuid(), os.getresgid()))
     if sorted(set(os.getgroups())) != sorted(set(groups)):
-        raise RuntimeError("DropPrivileges: supplementary groups are %s, expected %s" % (os.getgroups(), groups))
+        raise StartupError("DropPrivileges: supplementary groups are %s, expected %s" % (os.getgroups(), groups))
     if uid in (None, 0):
         return
     for regain in (os.setuid, os.seteuid):
@@ -151,5 +152,12 @@ def _verify(uid: int | None, gid: int, groups: list[int]) -> None:
             regain(0)
         except PermissionError:
             continue
-        raise RuntimeError("DropPrivileges: the process could become root again after switching "
+        raise StartupError("DropPrivileges: the process could become root again after switching "
                            "to uid %d; refusing to go on" % uid)
+
+
+def _import_what_the_bus_imports_late() -> None:
+    """The bus imports these on first need; after the drop the interpreter's own directory may be
+    unreadable (a Python under /root, mode 0700), so import them while we still can."""
+    import logging  # noqa: F401  (bus.log_to_stdlib)
+    import traceback  # noqa: F401  (formatting a failing listener's error)
