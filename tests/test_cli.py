@@ -99,6 +99,38 @@ def test_logs_and_access_log_go_to_their_files(spawn, tmp_path):
     assert re.search(r'"GET /some/page HTTP/1\.1" 200 ', access_log.read_text())
 
 
+def test_health_endpoints_answer_before_the_apps(spawn, tmp_path):
+    (tmp_path / "site.toml").write_text(textwrap.dedent("""
+        [[app]]
+        target = "hello:app"
+        [plugins.health]
+        ready_path = "/-/ready"
+    """))
+    child, urls = serve(spawn, "--config", tmp_path / "site.toml", "--pythonpath", MINIMAL, "-b", "127.0.0.1:0")
+    assert get(urls[0], "/-/ready")[0] == 200
+    assert get(urls[0], "/livez")[0] == 200
+    assert get(urls[0], "/readyz") == (200, b"Hello from wspbus!\n")  # moved: the app has that path now
+
+
+def test_sigterm_drains_when_the_drain_plugin_is_on(spawn, tmp_path):
+    (tmp_path / "site.toml").write_text(textwrap.dedent("""
+        [[app]]
+        target = "hello:app"
+        [plugins.health]
+        [plugins.drain]
+        drain_delay = 2
+    """))
+    child, urls = serve(spawn, "--config", tmp_path / "site.toml", "--pythonpath", MINIMAL, "-b", "127.0.0.1:0")
+    assert get(urls[0], "/readyz")[0] == 200
+    signalled = time.monotonic()
+    child.send(signal.SIGTERM)
+    child.expect("drain", timeout=10)
+    assert get(urls[0], "/readyz")[0] == 503  # out of the load balancer...
+    assert get(urls[0], "/") == (200, b"Hello from wspbus!\n")  # ...but still serving
+    assert child.wait() == 0  # the drain ran out: a clean exit
+    assert time.monotonic() - signalled >= 2
+
+
 # -- mistakes -----------------------------------------------------------------------------
 
 
@@ -209,6 +241,7 @@ def test_daemon_mode_returns_once_started_and_is_controlled_by_its_pid_file(tmp_
         assert status.stdout.startswith("state: STARTED\npid: %d\n" % pid)
         url = re.search(r"^bind: (\S+)$", status.stdout, re.M).group(1)
         assert get(url) == (200, b"Hello from wspbus!\n")
+        assert re.search(r"INFO Serving %s$" % re.escape(url), log.read_text(), re.M)  # the banner, logged
         assert run("stop", "--pidfile", pidfile).returncode == 0
         assert ended(pid)
     finally:

@@ -87,33 +87,45 @@ def test_commands_refuse_a_missing_a_stale_or_a_garbled_pid_file(tmp_path, spawn
         control.read_status(str(pidfile))
 
 
-def test_stop_signals_and_waits_for_the_exit(tmp_path, spawn):
-    child = spawn("""
-        import signal, sys, threading
-        done = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *args: done.set())
-        print("ready", flush=True)
-        done.wait()
-        print("got SIGTERM", flush=True)
-    """)
-    child.expect("ready")
+LOCKED_PID_FILE = """
+    import fcntl, os, signal, sys, threading
+    pidfile = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(pidfile, fcntl.LOCK_EX)  # what PIDFile does for the life of the site
+    os.write(pidfile, b"%d\\n" % os.getpid())
+"""
+
+
+def test_a_pid_file_naming_a_live_process_but_not_locked_is_stale(tmp_path):
     pidfile = tmp_path / "site.pid"
-    pidfile.write_text("%d\n" % child.pid)
+    pidfile.write_text("%d\n" % os.getpid())  # alive, but nobody holds the lock: the pid was reused
+    with pytest.raises(ControlError, match="stale pid file: process %d is not running" % os.getpid()):
+        control.read_pid(str(pidfile))
+
+
+def test_stop_signals_and_waits_for_the_exit(tmp_path, spawn):
+    pidfile = tmp_path / "site.pid"
+    child = spawn(LOCKED_PID_FILE + """
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *args: done.set())
+    print("ready", flush=True)
+    done.wait()
+    print("got SIGTERM", flush=True)
+    """, str(pidfile))
+    child.expect("ready")
+    assert control.read_pid(str(pidfile)) == child.pid
     assert control.stop(str(pidfile), timeout=10) == child.pid
     assert child.proc.poll() is not None or child.wait(1) == 0  # gone when stop() returned
     child.expect("got SIGTERM")
 
 
 def test_stop_reports_a_process_that_does_not_exit(tmp_path, spawn):
-    child = spawn("""
-        import signal, threading
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        print("ready", flush=True)
-        threading.Event().wait()
-    """)
-    child.expect("ready")
     pidfile = tmp_path / "site.pid"
-    pidfile.write_text("%d\n" % child.pid)
+    child = spawn(LOCKED_PID_FILE + """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("ready", flush=True)
+    threading.Event().wait()
+    """, str(pidfile))
+    child.expect("ready")
     with pytest.raises(ControlError, match="still running 0.2 s after SIGTERM"):
         control.stop(str(pidfile), timeout=0.2)
     child.send(signal.SIGKILL)

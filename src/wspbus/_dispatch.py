@@ -7,7 +7,6 @@ Apps of the other protocol are wrapped with a2wsgi. Lifespan events reach every 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -94,6 +93,8 @@ async def _not_found(scope: dict, send: Callable) -> None:
 
 async def _lifespan(apps: list, scope: dict, receive: Callable, send: Callable) -> None:
     """Run the lifespan protocol of every ASGI app at once; a failure of one fails the step."""
+    import asyncio
+
     runners = [_LifespanRunner(app, scope) for app in apps]
     try:
         for step in ("startup", "shutdown"):
@@ -114,6 +115,8 @@ class _LifespanRunner:
     """One app's lifespan task, fed one message at a time; an app that raises opts out."""
 
     def __init__(self, app: Callable, scope: dict) -> None:
+        import asyncio
+
         self._inbox: asyncio.Queue = asyncio.Queue()
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._task = asyncio.ensure_future(app(dict(scope), self._inbox.get, self._outbox.put))
@@ -121,6 +124,8 @@ class _LifespanRunner:
 
     async def step(self, step: str) -> str | None:
         """Send 'lifespan.<step>'; None when complete (or unsupported), else the failure message."""
+        import asyncio
+
         if self._opted_out:
             return None
         await self._inbox.put({"type": "lifespan." + step})

@@ -21,7 +21,7 @@ under its prefix (longest prefix wins); a site with an ASGI app is served by an 
 
 examples:
   wspbus serve myapp:app
-  wspbus serve -b 0.0.0.0:8080 -b unix:/run/site.sock /=web:app /api=api:create_app()
+  wspbus serve -b 0.0.0.0:8080 -b unix:/run/site.sock /=web:app '/api=api:create_app()'
   wspbus serve --config site.toml --reload
   wspbus serve --daemon --pidfile /run/site.pid --user www-data --log-file /var/log/site.log site:app
 
@@ -45,7 +45,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="wspbus", description="Run and control a web site on the Web Site Process Bus.")
+    parser = _Parser(prog="wspbus", description="Run and control a web site on the Web Site Process Bus.",
+                     epilog="'wspbus COMMAND --help' describes a command's options.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     parser.commands = commands.choices  # name -> its parser, to report a mistake in its name
@@ -76,15 +77,15 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
                       help="put DIR first on sys.path (repeatable; default: the --chdir directory)")
     servers = serve.add_argument_group("servers")
     servers.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
-                         help="HOST:PORT, [IPv6]:PORT or unix:PATH; port 0 picks a free one "
-                              "(repeatable; default 127.0.0.1:8080)")
-    servers.add_argument("--server", metavar="NAME", help="the HTTP server (default: auto, the best installed)")
+                         help="HOST:PORT, [IPV6]:PORT, unix:PATH, fd://N or systemd:NAME; port 0 picks "
+                              "a free one (repeatable; default 127.0.0.1:8080)")
+    servers.add_argument("--server", metavar="NAME", help="auto (default: cheroot for WSGI, uvicorn for ASGI), cheroot, waitress, uvicorn or stdlib")
     servers.add_argument("--threads", type=int, metavar="N", help="worker threads per server")
     process = serve.add_argument_group("process")
     process.add_argument("--reload", action=argparse.BooleanOptionalAction, default=None,
                          help="restart with fresh code when an imported file changes")
     process.add_argument("--daemon", action=argparse.BooleanOptionalAction, default=None,
-                         help="detach into the background once the site has started")
+                         help="run in the background; this command exits once the site has started (or failed to)")
     process.add_argument("--pidfile", metavar="FILE", help="write (and lock) the pid here; enables "
                          "wspbus stop|reload|status --pidfile FILE")
     process.add_argument("--user", metavar="USER", help="switch to USER after binding the ports")

@@ -331,7 +331,7 @@ def command_line_servers(binds: list[str] | None, server: str | None, threads: i
     merged = ServerConfig(
         binds=convert("", "--bind", _bind, binds) if binds else base.binds,
         server=server or base.server,
-        threads=threads if threads is not None else base.threads,
+        threads=convert("", "--threads", _positive_int, threads) if threads is not None else base.threads,
     )
     config.servers = [merged]
 

@@ -117,20 +117,39 @@ def _first_start() -> float:
 
 
 def read_pid(pidfile: str) -> int:
-    """The pid of the live site owning ``pidfile``; ControlError when there is none."""
+    """The pid of the live site owning ``pidfile``; ControlError when there is none.
+
+    The site holds an flock on its pid file for as long as it runs: a file nobody has locked
+    is stale, whatever pid it names (pids are reused).
+    """
     try:
-        with open(pidfile, encoding="ascii", errors="replace") as file:
-            text = file.read().strip()
+        fd = os.open(pidfile, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ControlError("%s: no such pid file: the site is not running" % pidfile, NOT_RUNNING) from None
     except OSError as exc:
         raise ControlError("%s: cannot read the pid file: %s" % (pidfile, exc.strerror)) from None
+    try:
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+        locked = _locked_by_another(fd)
+    finally:
+        os.close(fd)
     if not text.isdigit():
         raise ControlError("%s: expected a process id in the pid file, found %r" % (pidfile, text[:20]))
     pid = int(text)
-    if not _alive(pid):
+    if not locked or not _alive(pid):
         raise ControlError("%s: stale pid file: process %d is not running" % (pidfile, pid), NOT_RUNNING)
     return pid
+
+
+def _locked_by_another(fd: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
 
 
 def _alive(pid: int) -> bool:

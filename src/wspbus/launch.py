@@ -267,10 +267,12 @@ def start(deployment: Deployment, out: TextIO | None = None) -> int:
 
 
 def announce(deployment: Deployment, out: TextIO | None = None) -> None:
-    """Print where the site serves and what is mounted."""
+    """Print where the site serves and what is mounted (a daemon logs it: its stdout is gone)."""
     out = out or sys.stdout
     for line in deployment.banner():
         print("wspbus: " + line, file=out)
+        if deployment.config.daemon:
+            deployment.bus.log(line[0].upper() + line[1:])
     out.flush()
 
 
@@ -280,16 +282,13 @@ class DeployerErrorsInOneLine(logging.Filter):
 
     TRACEBACK = "\nTraceback (most recent call last):\n"
 
-    def __init__(self) -> None:
-        super().__init__()
-        from .servers import BindError, LifespanError
-
-        self.kinds = (BindError, LifespanError)
-
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         head, found, tail = message.partition(self.TRACEBACK)
         if found:
+            from .servers import BindError, LifespanError  # only now: lifespan imports asyncio
+
+            self.kinds = (BindError, LifespanError)
             last = tail.rstrip().rpartition("\n")[2]
             kind, _, text = last.partition(": ")
             if self._is_deployer_error(kind, text):
