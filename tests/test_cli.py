@@ -181,6 +181,26 @@ def test_a_start_listener_that_fails_ends_non_zero_with_its_message(tmp_path):
     assert "ZeroDivisionError" in result.stderr  # a bug in code keeps its traceback in the log
 
 
+def test_an_asgi_app_whose_startup_fails_stops_the_site_with_its_message(tmp_path):
+    (tmp_path / "failing_asgi.py").write_text(textwrap.dedent("""
+        import contextlib
+        from starlette.applications import Starlette
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            raise RuntimeError("the database is unreachable")
+            yield
+
+        app = Starlette(lifespan=lifespan)
+    """))
+    result = run("serve", "--chdir", tmp_path, "--pythonpath", MINIMAL, "--pythonpath", tmp_path,
+                 "-b", "127.0.0.1:0", "/=hello:app", "/api=failing_asgi:app")
+    assert result.returncode == 69
+    final = result.stderr.strip().splitlines()[-1]  # (the log above has the app's own traceback)
+    assert final.startswith("wspbus: error: the site could not start: ASGI lifespan startup failed: the app at /api:")
+    assert "the database is unreachable" in final
+
+
 # -- control ------------------------------------------------------------------------------
 
 

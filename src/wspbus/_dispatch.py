@@ -62,7 +62,7 @@ def wsgi_site(mounts: Sequence) -> Callable[..., Any]:
 def asgi_site(mounts: Sequence, threads: int | None = None) -> Callable[..., Any]:
     """One ASGI app for ``mounts`` (sorted longest prefix first)."""
     table = [(m.prefix, _adapted(m, "asgi", threads)) for m in mounts]
-    native = [app for (prefix, app), m in zip(table, mounts) if m.protocol == "asgi"]
+    native = [(m.path, app) for (prefix, app), m in zip(table, mounts) if m.protocol == "asgi"]
     if len(mounts) == 1 and not mounts[0].prefix:
         return table[0][1]
 
@@ -92,10 +92,11 @@ async def _not_found(scope: dict, send: Callable) -> None:
 
 
 async def _lifespan(apps: list, scope: dict, receive: Callable, send: Callable) -> None:
-    """Run the lifespan protocol of every ASGI app at once; a failure of one fails the step."""
+    """Run the lifespan protocol of every ASGI app ((path, app) pairs) at once; a failure of one
+    fails the step, with a message naming the app's mount point."""
     import asyncio
 
-    runners = [_LifespanRunner(app, scope) for app in apps]
+    runners = [_LifespanRunner(path, app, scope) for path, app in apps]
     try:
         for step in ("startup", "shutdown"):
             message = await receive()
@@ -114,9 +115,10 @@ async def _lifespan(apps: list, scope: dict, receive: Callable, send: Callable) 
 class _LifespanRunner:
     """One app's lifespan task, fed one message at a time; an app that raises opts out."""
 
-    def __init__(self, app: Callable, scope: dict) -> None:
+    def __init__(self, path: str, app: Callable, scope: dict) -> None:
         import asyncio
 
+        self.path = path
         self._inbox: asyncio.Queue = asyncio.Queue()
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._task = asyncio.ensure_future(app(dict(scope), self._inbox.get, self._outbox.put))
@@ -139,7 +141,10 @@ class _LifespanRunner:
             return None
         message = reply.result()
         if message["type"] == "lifespan.%s.failed" % step:
-            return message.get("message") or "lifespan %s failed" % step
+            # Often a traceback: name the app on its last line, the one summaries keep.
+            lines = (message.get("message") or "lifespan %s failed" % step).rstrip().split("\n")
+            lines[-1] = "the app at %s: %s" % (self.path, lines[-1].strip())
+            return "\n".join(lines)
         return None
 
     def cancel(self) -> None:

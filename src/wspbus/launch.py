@@ -278,30 +278,23 @@ def announce(deployment: Deployment, out: TextIO | None = None) -> None:
 
 class DeployerErrorsInOneLine(logging.Filter):
     """Shorten the bus's log of a listener failure the deployer caused (a port in use, an ASGI
-    app's failed startup) to one line; failures of code keep their traceback."""
+    app's failed startup) to one line; failures of code keep their traceback.
+
+    (The bus already logs a ``wspbus.StartupError`` in one line; this covers the servers'
+    errors that are not StartupErrors.)
+    """
 
     TRACEBACK = "\nTraceback (most recent call last):\n"
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        head, found, tail = message.partition(self.TRACEBACK)
+        head, found, tail = record.getMessage().partition(self.TRACEBACK)
         if found:
             from .servers import BindError, LifespanError  # only now: lifespan imports asyncio
 
-            self.kinds = (BindError, LifespanError)
-            last = tail.rstrip().rpartition("\n")[2]
-            kind, _, text = last.partition(": ")
-            if self._is_deployer_error(kind, text):
-                record.msg, record.args = "%s: %s" % (head.rstrip(":"), text), ()
+            kind, _, text = tail.rstrip().rpartition("\n")[2].partition(": ")
+            if kind in ["%s.%s" % (k.__module__, k.__qualname__) for k in (BindError, LifespanError)]:
+                record.msg, record.args = "%s: %s" % (head, text), ()
         return True
-
-    def _is_deployer_error(self, kind: str, text: str) -> bool:
-        names = ["%s.%s" % (k.__module__, k.__qualname__) for k in self.kinds]
-        if kind in names:
-            return True
-        if kind.endswith(".ChannelFailures"):  # the reprs of every failure, one a line
-            return all(line.startswith(tuple(k.__name__ + "(" for k in self.kinds)) for line in text.split("\n"))
-        return False
 
 
 def launch(config: SiteConfig, bus: Any = None, site: Site | None = None) -> int:
