@@ -28,6 +28,18 @@ def write_app(directory, name="site_app", body="version 1"):
     return path
 
 
+def get_until_ok(url, timeout=15.0):
+    """GET until the site answers (it is restarting); connections queue in the backlog meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return get(url)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)  # test side only
+
+
 # -- help and usage -----------------------------------------------------------------------
 
 
@@ -54,6 +66,12 @@ def test_a_usage_mistake_is_one_line_and_status_64():
 
 
 # -- serving ------------------------------------------------------------------------------
+
+
+def test_the_console_script_finds_apps_in_the_current_directory(spawn):
+    child = spawn([shutil.which("wspbus") or "wspbus", "serve", "-b", "127.0.0.1:0", "hello:app"], cwd=MINIMAL)
+    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    assert get(url) == (200, b"Hello from wspbus!\n")
 
 
 def test_serves_on_ipv4_ipv6_and_a_unix_socket_and_stops_cleanly_on_sigterm(spawn, tmp_path):
@@ -262,11 +280,26 @@ def test_daemon_mode_returns_once_started_and_is_controlled_by_its_pid_file(tmp_
         url = re.search(r"^bind: (\S+)$", status.stdout, re.M).group(1)
         assert get(url) == (200, b"Hello from wspbus!\n")
         assert re.search(r"INFO Serving %s$" % re.escape(url), log.read_text(), re.M)  # the banner, logged
+        assert run("reload", "--pidfile", pidfile).returncode == 0  # a daemon re-executes in place
+        assert get_until_ok(url) == (200, b"Hello from wspbus!\n")
+        assert run("status", "--pidfile", pidfile).stdout.startswith("state: STARTED\npid: %d\n" % pid)
+        assert log.read_text().count("Re-spawning") == 1
         assert run("stop", "--pidfile", pidfile).returncode == 0
         assert ended(pid)
     finally:
         if not ended(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_graceful_reopens_the_log_files_after_logrotate_moved_them(spawn, tmp_path):
+    pidfile, log = tmp_path / "site.pid", tmp_path / "error.log"
+    child, urls = serve(spawn, "--chdir", MINIMAL, "-b", "127.0.0.1:0", "--pidfile", pidfile, "--log-file", log,
+                        "hello:app")
+    log.rename(tmp_path / "error.log.1")
+    assert run("graceful", "--pidfile", pidfile).returncode == 0
+    wait_for_path(log)
+    assert child.proc.poll() is None and get(urls[0]) == (200, b"Hello from wspbus!\n")
+    assert "Bus graceful" in (tmp_path / "error.log.1").read_text() + log.read_text()
 
 
 def test_user_and_group_are_dropped_to_after_binding(spawn, tmp_path):

@@ -74,7 +74,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
                       help="import MODULE first; it may subscribe its own plugins to wspbus.bus (repeatable)")
     site.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the apps")
     site.add_argument("--pythonpath", action="append", metavar="DIR",
-                      help="put DIR first on sys.path (repeatable; default: the --chdir directory)")
+                      help="put DIR first on sys.path (repeatable; default: the current directory, after --chdir)")
     servers = serve.add_argument_group("servers")
     servers.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
                          help="HOST:PORT, [IPV6]:PORT, unix:PATH, fd://N or systemd:NAME; port 0 picks "

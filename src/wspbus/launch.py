@@ -76,7 +76,7 @@ def prepare_process(config: SiteConfig) -> None:
             os.chdir(config.chdir)
         except OSError as exc:
             raise ConfigError("%s: chdir: cannot change to %s: %s" % (config.source, config.chdir, exc.strerror)) from None
-    add_pythonpath(config.pythonpath or ([os.getcwd()] if config.chdir else []))
+    add_pythonpath(config.pythonpath or [os.getcwd()])  # as `python -m` would, also for the console script
     for name in config.imports:
         try:
             import_module(name)
