@@ -1,0 +1,38 @@
+"""HTTP servers on the bus: ServerAdapter (CherryPy's) and HTTPServer, which serves an app on a bind.
+
+Every name is imported on first use, so ``import wspbus.servers`` costs nothing and no server
+package is imported until a server is built. CherryPy users:
+``from cherrypy.process.servers import ServerAdapter`` becomes ``from wspbus.servers import ServerAdapter``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "ServerAdapter": "adapter",
+    "Bind": "binds",
+    "BindError": "binds",
+    "HTTPServer": "httpserver",
+    "SERVERS": "httpserver",
+    "choose_server": "httpserver",
+    "detect_protocol": "httpserver",
+    "protocols_of": "httpserver",
+    "LifespanError": "lifespan",
+    "listen_fds": "activation",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError("module %r has no attribute %r" % (__name__, name))
+    value = getattr(importlib.import_module("." + home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,145 @@
+"""ServerAdapter: runs an HTTP server object in its own thread for the life of the bus.
+
+CherryPy's contract: ``ServerAdapter(bus, httpserver=None, bind_addr=None)``, ``subscribe()``,
+listeners on 'start' (priority 75, before DropPrivileges gives up root), 'stop' and 'graceful'.
+
+The server object may follow either of two shapes:
+
+* ``prepare()`` / ``serve()`` / ``stop()`` (cheroot's, and every server of this package):
+  prepare() binds and listens, and runs in the start listener, so the bus is STARTED only once
+  the socket listens and a bind error fails start() itself; serve() then runs in a thread.
+* ``start()`` / ``stop()`` with an optional ``ready`` flag (older CherryPy-style servers):
+  start() runs in a thread and the listener waits for ``ready``. Such a server gives no
+  readiness event, so this is the one place that checks a flag: between checks the listener
+  waits on the server thread itself, so a server that dies is noticed at once.
+
+A server thread that ends while nobody asked it to is a failure: it is logged, the bus's
+``exit_code`` becomes 1 and the bus exits, so ``block()`` returns and the process ends non-zero.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ..plugins.base import SimplePlugin
+
+__all__ = ["ServerAdapter"]
+
+#: Longest pause between two looks at a legacy server's ``ready`` flag.
+_LEGACY_READY_CHECK = 0.05
+
+
+class ServerAdapter(SimplePlugin):
+    """Adapter for an HTTP server: start it at 'start', stop it at 'stop', restart it at 'graceful'."""
+
+    def __init__(self, bus: Any, httpserver: Any = None, bind_addr: Any = None) -> None:
+        super().__init__(bus)
+        self.httpserver = httpserver
+        self.bind_addr = bind_addr
+        #: The exception that ended the server thread unexpectedly (None while all is well).
+        self.interrupt: BaseException | None = None
+        self.running = False
+        self._thread: threading.Thread | None = None
+        self._started = False  # start() ran and stop() has not yet cleaned up
+        self._stopping = False
+
+    @property
+    def description(self) -> str:
+        """What the log calls this server: its URL when the bind address is known."""
+        address = self.bind_addr
+        if isinstance(address, tuple) and len(address) >= 2:
+            host = address[0]
+            return "http://%s:%s" % ("[%s]" % host if ":" in str(host) else host, address[1])
+        if address is None:
+            return "unknown interface (dynamic?)"
+        return str(address)
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the server; return once it listens (or raise why it cannot)."""
+        if self.running:
+            self.bus.log("Already serving on %s" % self.description)
+            return
+        if self.httpserver is None:
+            raise RuntimeError("ServerAdapter has no httpserver to start")
+        self.interrupt = None
+        self._stopping = False
+        server = self.httpserver
+        if callable(getattr(server, "prepare", None)) and callable(getattr(server, "serve", None)):
+            server.prepare()
+            self._thread = self._spawn(server.serve)
+        else:
+            self._thread = self._spawn(server.start)
+            self._wait_legacy_ready(self._thread)
+        self._started = self.running = True
+        self.bus.log("Serving on %s" % self.description)
+
+    start.priority = 75  # type: ignore[attr-defined]
+
+    def _spawn(self, target) -> threading.Thread:
+        thread = threading.Thread(target=self._run, args=(target,), name="HTTPServer " + self.description,
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def _wait_legacy_ready(self, thread: threading.Thread) -> None:
+        pause = 0.001
+        while not getattr(self.httpserver, "ready", True):
+            thread.join(pause)  # returns at once if the server thread ended
+            if not thread.is_alive():
+                raise RuntimeError("HTTP server %s ended before it was ready: %r"
+                                   % (self.description, self.interrupt))
+            pause = min(pause * 2, _LEGACY_READY_CHECK)
+
+    def _run(self, target) -> None:
+        try:
+            target()
+        except BaseException as exc:  # whatever ends the server thread is reported below
+            if not self._stopping:
+                self._died(exc)
+        else:
+            if not self._stopping:
+                self._died(None)
+
+    def _died(self, exc: BaseException | None) -> None:
+        """The server thread ended by itself: log it and end the process non-zero."""
+        self.interrupt = exc if exc is not None else RuntimeError("the server returned")
+        self._thread = None  # this thread runs the exit below; stop() must not wait for it
+        self.running = False
+        reason = "stopped by itself" if exc is None else "died: %s" % _one_line(exc)
+        self.bus.log("HTTP server %s %s; exiting" % (self.description, reason), level=40,
+                     traceback=exc is not None)
+        if not self.bus.exit_code:
+            self.bus.exit_code = 1
+        try:
+            self.bus.exit()
+        except Exception:
+            pass  # the failing listeners were logged by the bus
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the server: it stops accepting and finishes the requests in flight."""
+        if not self._started:
+            return  # a stop without a start: CherryPy's contract
+        thread, self._thread = self._thread, None
+        self._started = self.running = False
+        self._stopping = True
+        try:
+            self.httpserver.stop()
+        finally:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(self.bus.graceful_timeout)
+        self.bus.log("HTTP Server %s shut down" % self.description)
+
+    def graceful(self) -> None:
+        """Restart the server (CherryPy's meaning of 'graceful' for a server)."""
+        self.stop()
+        self.start()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return "%s: %s" % (type(exc).__name__, text[0]) if text else type(exc).__name__

@@ -1,0 +1,136 @@
+"""waitress: a pure-Python WSGI server (HTTP/1.1, keep-alive, a fixed pool of worker threads).
+
+waitress has no graceful stop of its own, so stop() drains it from its event loop: the
+listener is closed, each connection closes once it is idle (after the response in flight is
+flushed; a connection that has sent nothing yet first gets its request answered), and when the
+last one is gone the loop ends. Past the graceful timeout everything left is closed.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from .backend import ServeOptions
+from .binds import BACKLOG
+
+__all__ = ["create"]
+
+DEFAULT_THREADS = 4
+
+
+def create(app: Any, listener: socket.socket, options: ServeOptions) -> "WaitressServer":
+    return WaitressServer(app, listener, options)
+
+
+class WaitressServer:
+    """A waitress server on a socket that already listens, with a draining stop."""
+
+    def __init__(self, app: Any, listener: socket.socket, options: ServeOptions) -> None:
+        self._app = app
+        self._listener = listener
+        self._options = options
+        self._map: dict = {}
+        self._server: Any = None
+        self._draining = False
+        self._loop_done = threading.Event()
+        #: Set once everything is closed (after a forced stop, when the stuck requests ended).
+        self.closed = threading.Event()
+
+    def prepare(self) -> None:
+        from waitress.server import create_server
+
+        self._server = create_server(self._app, map=self._map, sockets=[self._listener],
+                                     threads=self._options.threads or DEFAULT_THREADS, backlog=BACKLOG)
+        self._server.channel_class = _draining_channel_class(self)
+
+    def serve(self) -> None:
+        try:
+            self._server.run()
+        finally:
+            self._loop_done.set()
+
+    def stop(self) -> None:
+        """Stop accepting, finish the requests in flight (bounded), end the loop and the workers."""
+        timeout = self._options.graceful_timeout
+        trigger = self._server.trigger
+        trigger.pull_trigger(self._begin_draining)
+        drained = self._loop_done.wait(timeout)
+        if not drained:
+            self._options.log("waitress: requests still running after %g s; closing their connections"
+                              % timeout, 30)
+            trigger.pull_trigger(self._close_everything)
+            self._loop_done.wait(timeout)
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout if drained else 0)
+        if drained:
+            self._close_trigger()
+        else:  # a worker still running may pull the trigger: close it once the last one is gone
+            threading.Thread(target=self._close_trigger_after_workers, daemon=True,
+                             name="%s cleanup" % self._options.name).start()
+
+    def _close_trigger_after_workers(self) -> None:
+        dispatcher = self._server.task_dispatcher
+        with dispatcher.lock:
+            while dispatcher.threads:
+                dispatcher.thread_exit_cv.wait()
+        self._close_trigger()
+
+    def _close_trigger(self) -> None:
+        self._server.trigger.close()
+        self.closed.set()
+
+    # -- in the event loop's thread ------------------------------------------------------
+
+    def _begin_draining(self) -> None:
+        from waitress import wasyncore
+
+        self._draining = True
+        wasyncore.dispatcher.close(self._server)  # the listener: stop accepting
+        self.channel_closed()
+
+    def channel_closed(self) -> None:
+        """Once draining and the last connection is gone, take the trigger out of the loop's map:
+        the loop then ends. The trigger stays open: another thread may be pulling it right now."""
+        if self._draining and not self._server.active_channels:
+            self._server.trigger.del_channel()
+
+    def _close_everything(self) -> None:
+        trigger = self._server.trigger
+        for dispatcher in list(self._map.values()):
+            if dispatcher is trigger:
+                trigger.del_channel()
+            else:
+                dispatcher.close()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+
+def _draining_channel_class(owner: WaitressServer) -> type:
+    from waitress.channel import HTTPChannel
+
+    class DrainingChannel(HTTPChannel):
+        """An HTTPChannel that closes itself once idle while its server drains."""
+
+        has_received = False
+
+        def received(self, data: bytes) -> bool:
+            self.has_received = True
+            return super().received(data)
+
+        def writable(self) -> bool:
+            if owner.draining and self._idle():
+                self.will_close = True
+            return super().writable()
+
+        def _idle(self) -> bool:
+            waited_for = self.has_received or not self.connected  # a fresh client may still send
+            return waited_for and not self.requests and self.request is None and not self.total_outbufs_len
+
+        def del_channel(self, map: Any = None) -> None:
+            super().del_channel(map)
+            owner.channel_closed()
+
+    return DrainingChannel

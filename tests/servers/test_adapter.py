@@ -1,0 +1,124 @@
+"""ServerAdapter with servers of both shapes (cheroot's prepare/serve, CherryPy-era start/ready),
+and a server thread that dies: the bus exits with a non-zero status."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import wsgiref.simple_server
+
+import pytest
+
+from serving import assert_refused, get, wsgi_hello
+from wspbus._bus import states
+from wspbus.servers import ServerAdapter
+
+
+def test_cheroot_server_object_cherrypy_style(bus):
+    from cheroot import wsgi
+
+    httpserver = wsgi.Server(("127.0.0.1", 0), wsgi_hello)
+    adapter = ServerAdapter(bus, httpserver, bind_addr=("127.0.0.1", 0))
+    adapter.subscribe()
+    assert ServerAdapter.start.priority == 75
+    bus.start()
+    address = httpserver.bind_addr  # cheroot's prepare() ran in the start listener: the real port
+    assert adapter.running and address[1] != 0
+    assert get(address, "/cp")[1].startswith(b"hello /cp")
+    bus.stop()
+    assert not adapter.running
+    assert_refused(address)
+
+
+class LegacyServer:
+    """A CherryPy-era server: start() binds and serves forever, ``ready`` says when it listens."""
+
+    def __init__(self):
+        self.ready = False
+        self.httpd = None
+
+    def start(self):
+        self.httpd = wsgiref.simple_server.make_server("127.0.0.1", 0, wsgi_hello)
+        self.ready = True
+        self.httpd.serve_forever(poll_interval=0.05)
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.ready = False
+
+
+def test_start_stop_server_is_ready_when_start_returns(bus):
+    legacy = LegacyServer()
+    ServerAdapter(bus, legacy).subscribe()
+    bus.start()
+    assert legacy.ready
+    assert get(legacy.httpd.server_address, "/legacy")[0] == 200
+    bus.stop()
+
+
+class DyingServer:
+    """prepare()/serve()/stop(); serve() raises once ``die`` is set, as a crashed server would."""
+
+    def __init__(self):
+        self.die = threading.Event()
+        self.stopped = threading.Event()
+        self.stop_calls = 0
+
+    def prepare(self):
+        pass
+
+    def serve(self):
+        self.die.wait(10)
+        if not self.stopped.is_set():
+            raise OSError("listening socket vanished")
+
+    def stop(self):
+        self.stop_calls += 1
+        self.stopped.set()
+        self.die.set()  # serve() returns: a requested stop
+
+
+class Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append((record.levelno, record.getMessage()))
+
+
+def test_server_thread_that_dies_exits_the_bus_non_zero(bus):
+    recorder = Recorder()
+    logging.getLogger("wspbus").addHandler(recorder)
+    try:
+        server = DyingServer()
+        ServerAdapter(bus, server, bind_addr=("127.0.0.1", 8080)).subscribe()
+        exiting = threading.Event()
+        bus.watch_state(lambda state: exiting.set() if state is states.EXITING else None)
+        bus.start()
+        server.die.set()
+        assert exiting.wait(10), "the bus did not exit after its server died"
+        bus._wait_exit_done()
+    finally:
+        logging.getLogger("wspbus").removeHandler(recorder)
+    assert bus.exit_code == 1
+    assert server.stop_calls == 1  # cleaned up once, by the bus's stop
+    [(level, message)] = [entry for entry in recorder.messages if "died" in entry[1]]
+    assert level == logging.ERROR
+    assert message.startswith(
+        "HTTP server http://127.0.0.1:8080 died: OSError: listening socket vanished; exiting")
+
+
+def test_stop_on_request_is_not_a_death(bus):
+    server = DyingServer()
+    ServerAdapter(bus, server).subscribe()
+    bus.start()
+    bus.stop()
+    assert bus.exit_code == 0 and bus.state is states.STOPPED
+
+
+def test_adapter_without_server_fails_start(bus):
+    ServerAdapter(bus).subscribe()
+    with pytest.raises(Exception, match="ServerAdapter has no httpserver to start"):
+        bus.start()

@@ -1,0 +1,64 @@
+"""cheroot specifics: HTTP/1.1 keep-alive, and a stop that answers what already arrived."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+
+from serving import SlowApp, get, wsgi_hello
+from wspbus.servers import HTTPServer
+
+
+def test_two_requests_on_one_keep_alive_connection(bus):
+    plugin = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="cheroot")
+    plugin.subscribe()
+    bus.start()
+    conn = http.client.HTTPConnection(*plugin.address, timeout=5)
+    try:
+        answers = []
+        for path in ("/one", "/two"):
+            conn.request("GET", path)
+            response = conn.getresponse()
+            assert response.version == 11 and not response.will_close
+            answers.append(response.read())
+        sock_port = conn.sock.getsockname()[1]
+    finally:
+        conn.close()
+    # The app echoes the client's port: both requests came over the same TCP connection.
+    assert answers == [b"hello /one from %d" % sock_port, b"hello /two from %d" % sock_port]
+
+
+def test_connection_open_before_stop_gets_its_request_answered(bus):
+    """A client that connected before the stop and sends during it is answered, not dropped.
+
+    A slow request keeps the stop busy for 0.6 s; the silent client sends its request 0.2 s into
+    the stop, long after the connection loop ended (cheroot alone closes such a connection then).
+    """
+    slow = SlowApp("wsgi", delay=0.6)
+
+    def app(environ, start_response):
+        return (slow if environ["PATH_INFO"] == "/slow" else wsgi_hello)(environ, start_response)
+
+    plugin = HTTPServer(bus, app, "127.0.0.1:0", server="cheroot")
+    plugin.subscribe()
+    bus.start()
+    answers = []
+    in_flight = threading.Thread(target=lambda: answers.append(get(plugin.address, "/slow")))
+    in_flight.start()
+    assert slow.entered.wait(10)
+    with socket.create_connection(plugin.address, timeout=5) as silent:
+        assert get(plugin.address)[0] == 200  # the silent connection is accepted and parked by now
+        stopper = threading.Thread(target=bus.stop)
+        stopper.start()
+        time.sleep(0.2)  # well inside the stop, which waits for the slow request
+        assert stopper.is_alive()
+        silent.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := silent.recv(4096):
+            reply += chunk
+    stopper.join(10)
+    in_flight.join(10)
+    assert reply.startswith(b"HTTP/1.1 200 OK") and b"hello /late" in reply
+    assert answers == [(200, b"slow")]

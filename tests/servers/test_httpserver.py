@@ -1,0 +1,205 @@
+"""HTTPServer with each server: real HTTP over 127.0.0.1, ::1 and Unix sockets, real stops."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+
+import pytest
+
+from serving import SERVER_PROTOCOLS, SlowApp, asgi_hello, assert_refused, get, hello_app, wsgi_hello
+from wspbus._bus import ChannelFailures, states
+from wspbus.servers import SERVERS, BindError, HTTPServer, protocols_of
+
+ALL = sorted(SERVER_PROTOCOLS)
+
+
+def serve(bus, server, bind, app=None, **kw):
+    plugin = HTTPServer(bus, app or hello_app(server), bind, server=server,
+                        protocol=SERVER_PROTOCOLS[server], **kw)
+    plugin.subscribe()
+    return plugin
+
+
+@pytest.mark.parametrize("server", ALL)
+def test_serves_on_an_ephemeral_ipv4_port(bus, server):
+    plugin = serve(bus, server, "127.0.0.1:0")
+    bus.start()
+    host, port = plugin.address
+    assert host == "127.0.0.1" and port != 0
+    assert plugin.url == "http://127.0.0.1:%d" % port
+    status, body = get(plugin.address, "/v4")
+    assert status == 200 and body.startswith(b"hello /v4")
+    bus.stop()
+    assert_refused(plugin.address)
+
+
+@pytest.mark.parametrize("server", ALL)
+def test_serves_on_ipv6_loopback(bus, server):
+    plugin = serve(bus, server, "[::1]:0")
+    bus.start()
+    assert plugin.address[0] == "::1"
+    assert plugin.url == "http://[::1]:%d" % plugin.address[1]
+    assert get(plugin.address, "/v6")[1].startswith(b"hello /v6")
+
+
+@pytest.mark.parametrize("server", ALL)
+def test_serves_on_a_unix_socket_and_removes_it_after(bus, server, tmp_path):
+    path = str(tmp_path / "site.sock")
+    plugin = serve(bus, server, "unix:" + path)
+    bus.start()
+    assert plugin.address == path and plugin.url == "unix:" + path
+    assert get(path, "/unix") [1].startswith(b"hello /unix")
+    bus.stop()
+    with socket.socket(socket.AF_UNIX) as client, pytest.raises(OSError):
+        client.connect(path)
+    assert not (tmp_path / "site.sock").exists()
+
+
+@pytest.mark.parametrize("server", ALL)
+def test_request_in_flight_finishes_across_stop(bus, server):
+    app = SlowApp(SERVER_PROTOCOLS[server], delay=0.4)
+    plugin = serve(bus, server, "127.0.0.1:0", app=app)
+    bus.start()
+    answers = []
+    client = threading.Thread(target=lambda: answers.append(get(plugin.address, "/slow")))
+    client.start()
+    assert app.entered.wait(10), "the request never reached the app"
+    began = time.monotonic()
+    bus.stop()  # the request is in the app now, and has 0.4 s to go
+    client.join(10)
+    assert answers == [(200, b"slow")]
+    assert time.monotonic() - began >= 0.2, "stop returned before the request in flight finished"
+    assert_refused(plugin.address)
+
+
+@pytest.mark.parametrize("server", ALL)
+def test_new_connections_are_refused_while_a_slow_request_finishes(bus, server):
+    app = SlowApp(SERVER_PROTOCOLS[server], delay=0.8)
+    plugin = serve(bus, server, "127.0.0.1:0", app=app)
+    bus.start()
+    answers = []
+    client = threading.Thread(target=lambda: answers.append(get(plugin.address, "/slow")))
+    client.start()
+    assert app.entered.wait(10)
+    stopper = threading.Thread(target=bus.stop)
+    stopper.start()
+    refused_after = _wait_refused(plugin.address, deadline=5.0)
+    assert not app.finished.is_set(), "refused only after the slow request (%.2f s)" % refused_after
+    stopper.join(10)
+    client.join(10)
+    assert answers == [(200, b"slow")]
+
+
+def _wait_refused(address, deadline):
+    """Seconds until a connection to ``address`` is refused (test side: tries with a backoff)."""
+    began = time.monotonic()
+    pause = 0.001
+    while time.monotonic() - began < deadline:
+        try:
+            socket.create_connection(address, timeout=1).close()
+        except ConnectionRefusedError:
+            return time.monotonic() - began
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+    raise AssertionError("%s still accepts connections after %g s" % (address, deadline))
+
+
+@pytest.mark.parametrize("server", ALL)
+def test_stop_of_an_idle_server_is_prompt(bus, server):
+    plugin = serve(bus, server, "127.0.0.1:0")
+    bus.start()
+    assert get(plugin.address)[0] == 200
+    began = time.monotonic()
+    bus.stop()
+    took = time.monotonic() - began
+    # cheroot alone would wait for its select() timeout (0.5 s), uvicorn for its tick (0.1 s).
+    assert took < 0.09, "stopping an idle %s took %.3f s" % (server, took)
+
+
+def test_port_in_use_fails_start_with_one_line(bus):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        serve(bus, "cheroot", "127.0.0.1:%d" % port)
+        with pytest.raises(ChannelFailures) as caught:
+            bus.start()
+    [error] = caught.value.get_instances()
+    assert isinstance(error, BindError)
+    assert str(error) == "cannot bind 127.0.0.1:%d: address already in use" % port
+    assert bus.exit_code == 1 and bus.state is states.EXITING
+
+
+def test_several_servers_on_several_binds_in_one_bus(bus, tmp_path):
+    plugins = [serve(bus, "cheroot", "127.0.0.1:0"), serve(bus, "uvicorn", "[::1]:0"),
+               serve(bus, "waitress", "unix:%s" % (tmp_path / "w.sock")), serve(bus, "stdlib", "127.0.0.1:0")]
+    bus.start()
+    for plugin in plugins:
+        status, body = get(plugin.address, "/" + plugin.server)
+        assert (status, body.split(b" from")[0]) == (200, b"hello /" + plugin.server.encode())
+    assert len({str(plugin.address) for plugin in plugins}) == 4
+
+
+def test_graceful_restarts_the_server_on_the_same_socket(bus):
+    plugin = serve(bus, "cheroot", "127.0.0.1:0")
+    bus.start()
+    address = plugin.address
+    bus.graceful()
+    assert plugin.address == address
+    assert get(address)[0] == 200
+
+
+def test_auto_picks_cheroot_for_wsgi_and_uvicorn_for_asgi(bus):
+    assert HTTPServer(bus, wsgi_hello, "127.0.0.1:0").server == "cheroot"
+    assert HTTPServer(bus, asgi_hello, "127.0.0.1:0", protocol="asgi").server == "uvicorn"
+    assert HTTPServer(bus, asgi_hello, "127.0.0.1:0", protocol="auto").protocol == "asgi"
+    assert HTTPServer(bus, wsgi_hello, "127.0.0.1:0", protocol="auto").protocol == "wsgi"
+    assert set(SERVERS) == {"cheroot", "waitress", "uvicorn", "stdlib"}
+    assert protocols_of("uvicorn") == ("asgi",) and protocols_of("auto") == ("wsgi", "asgi")
+
+
+def test_auto_falls_back_to_stdlib_without_cheroot(bus, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cheroot", None)  # what Python does for a package that is absent
+    assert HTTPServer(bus, wsgi_hello, "127.0.0.1:0").server == "stdlib"
+
+
+def test_a_server_that_is_not_installed_is_named_with_its_extra(bus, monkeypatch):
+    monkeypatch.setitem(sys.modules, "waitress", None)
+    with pytest.raises(ValueError) as caught:
+        HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="waitress")
+    assert str(caught.value) == "server 'waitress' is not installed: pip install wspbus[waitress]"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"server": "gunicorn"}, "unknown server 'gunicorn': expected auto, cheroot, waitress, uvicorn, stdlib"),
+    ({"protocol": "cgi"}, "unknown protocol 'cgi': expected 'wsgi', 'asgi' or 'auto'"),
+    ({"threads": 0}, "threads must be a positive number, not 0"),
+])
+def test_bad_settings_are_one_line(bus, kwargs, message):
+    with pytest.raises(ValueError) as caught:
+        HTTPServer(bus, wsgi_hello, "127.0.0.1:0", **kwargs)
+    assert str(caught.value) == message
+
+
+def test_bad_bind_text_is_a_value_error(bus):
+    with pytest.raises(ValueError, match="^bad bind 'nowhere'"):
+        HTTPServer(bus, wsgi_hello, "nowhere")
+
+
+def test_wsgi_app_on_uvicorn_and_asgi_app_on_cheroot_are_adapted(bus):
+    on_uvicorn = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="uvicorn", protocol="wsgi")
+    on_cheroot = HTTPServer(bus, asgi_hello, "127.0.0.1:0", server="cheroot", protocol="asgi")
+    on_uvicorn.subscribe()
+    on_cheroot.subscribe()
+    bus.start()
+    assert get(on_uvicorn.address, "/w")[1].startswith(b"hello /w")
+    assert get(on_cheroot.address, "/a")[1].startswith(b"hello /a")
+
+
+def test_stop_without_start_is_harmless(bus):
+    plugin = serve(bus, "cheroot", "127.0.0.1:0")
+    bus.stop()
+    assert plugin.address is None and not plugin.running

@@ -1,0 +1,69 @@
+"""waitress specifics: the drain ends at the graceful timeout, closing what is still running."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import threading
+import time
+
+import pytest
+
+from serving import SlowApp
+from wspbus.servers import HTTPServer
+
+
+class Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_graceful_timeout_closes_a_request_that_overruns(bus):
+    recorder = Recorder()
+    logging.getLogger("wspbus").addHandler(recorder)
+    bus.graceful_timeout = 0.3
+    app = SlowApp("wsgi", delay=1.2)
+    plugin = HTTPServer(bus, app, "127.0.0.1:0", server="waitress")
+    plugin.subscribe()
+    outcome = []
+
+    def client():
+        conn = http.client.HTTPConnection(*plugin.address, timeout=5)
+        try:
+            conn.request("GET", "/stuck")
+            outcome.append(conn.getresponse().status)
+        except (http.client.HTTPException, OSError) as exc:
+            outcome.append((type(exc).__name__, time.monotonic()))
+        finally:
+            conn.close()
+
+    try:
+        bus.start()
+        thread = threading.Thread(target=client)
+        thread.start()
+        assert app.entered.wait(10)
+        began = time.monotonic()
+        bus.stop()
+        thread.join(5)
+    finally:
+        logging.getLogger("wspbus").removeHandler(recorder)
+    [(error, when)] = outcome
+    assert error in ("RemoteDisconnected", "ConnectionResetError")
+    assert when - began < 1.0 and not app.finished.is_set()  # cut at the timeout, not at the app's end
+    assert "waitress: requests still running after 0.3 s; closing their connections" in recorder.messages
+    assert app.finished.wait(5)
+    assert plugin.httpserver.closed.wait(5)  # and once its worker is gone, the rest is closed
+
+
+@pytest.fixture(autouse=True)
+def _quiet_waitress():
+    """waitress logs the cancelled task at ERROR; expected here."""
+    logger = logging.getLogger("waitress")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
