@@ -102,6 +102,8 @@ def _wait_refused(address, deadline):
             socket.create_connection(address, timeout=1).close()
         except ConnectionRefusedError:
             return time.monotonic() - began
+        except ConnectionResetError:
+            pass  # queued as the listener closed: the next try tells
         time.sleep(pause)
         pause = min(pause * 2, 0.02)
     raise AssertionError("%s still accepts connections after %g s" % (address, deadline))

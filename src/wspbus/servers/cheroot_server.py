@@ -55,6 +55,8 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
             # Registered with the server as its data, the Waker makes the loop try a
             # (non-blocking) accept and then see that a stop was requested.
             self._connections._selector.register(self._waker.reader.fileno(), selectors.EVENT_READ, data=self)
+            if self.keep_alive_conn_limit is not None:
+                self.keep_alive_conn_limit += 1  # cheroot counts every selector entry but its listener's
 
         def stop(self) -> None:
             if not self.ready:

@@ -90,10 +90,10 @@ class UvicornServer:
         self._stop_requested = asyncio.Event()
         try:
             await self._lifespan.startup()
+            await self._server.startup(sockets=[self._listener])
         except BaseException:
             self._listener.close()
             raise
-        await self._server.startup(sockets=[self._listener])
         self._started.set()
         ticker = asyncio.ensure_future(self._server.main_loop())
         stop = asyncio.ensure_future(self._stop_requested.wait())
