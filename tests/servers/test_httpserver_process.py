@@ -16,7 +16,7 @@ from wspbus import Bus
 from wspbus.servers import HTTPServer
 
 TOKEN = uuid.uuid4().hex[:12]  # new in each incarnation of the process
-bind, server = sys.argv[1], sys.argv[2]
+bind, server = sys.argv[1], sys.argv[2]  # binds: comma-separated
 
 # Control through requests rather than signals: a signal that lands just before the main thread
 # blocks in block() can wait there unhandled (a CPython limitation), which is not under test here.
@@ -41,11 +41,12 @@ async def asgi(scope, receive, send):
 
 protocol = "asgi" if server == "uvicorn" else "wsgi"
 bus = Bus(graceful_timeout=5)
-plugin = HTTPServer(bus, asgi if protocol == "asgi" else wsgi, bind, server=server, protocol=protocol,
-                    access_log=False)
-plugin.subscribe()
+plugins = [HTTPServer(bus, asgi if protocol == "asgi" else wsgi, text, server=server, protocol=protocol,
+                      access_log=False) for text in bind.split(",")]
+for plugin in plugins:
+    plugin.subscribe()
 bus.start()
-print("serving", TOKEN, plugin.address[1], flush=True)
+print("serving", TOKEN, ",".join(str(plugin.address[1]) for plugin in plugins), flush=True)
 bus.block()
 print("exit status", bus.exit_code, flush=True)
 sys.exit(bus.exit_code)
@@ -122,3 +123,17 @@ def test_server_death_ends_the_process_with_status_1(spawn):
     child.expect(r"HTTP server http://127\.0\.0\.1:%d \(cheroot\) died: SystemExit: 3; exiting" % port)
     child.expect(r"^exit status 1$")
     assert child.wait() == 1
+
+
+def test_two_servers_on_the_same_bind_text_each_get_their_own_socket_back(spawn):
+    child = spawn(SITE, "127.0.0.1:0,127.0.0.1:0", "cheroot")
+    first = child.expect(r"^serving (\w+) (\d+),(\d+)$")
+    ports = [int(first[2]), int(first[3])]
+    assert ports[0] != ports[1]
+    get(("127.0.0.1", ports[0]), "/restart")
+    second = child.expect(r"^serving (\w+) (\d+),(\d+)$")
+    assert [int(second[2]), int(second[3])] == ports  # each name ('TEXT', 'TEXT#2') found its socket
+    for port in ports:
+        assert get(("127.0.0.1", port)) == (200, second[1].encode())
+    get(("127.0.0.1", ports[0]), "/exit")
+    assert child.wait() == 0
