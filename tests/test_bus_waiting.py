@@ -183,3 +183,29 @@ def test_wait_async_does_not_block_the_event_loop():
 def test_wait_async_returns_at_once_when_already_there():
     bus = Bus()
     asyncio.run(asyncio.wait_for(bus.wait_async([states.STOPPED, states.STARTED]), 1))
+
+
+def test_signals_reach_a_blocked_main_thread_whichever_thread_receives_them(spawn):
+    """The kernel may deliver a signal to any thread; Python runs handlers only on the main one.
+
+    With other threads busy, an untimed lock wait in block() used to leave the handler pending
+    for good within a handful of signals.
+    """
+    child = spawn("""
+        import os, signal, threading, wspbus
+        bus = wspbus.Bus()
+        signal.signal(signal.SIGUSR1, lambda *a: os.write(1, b"handled\\n"))
+        def churn():  # threads coming and going, so signals often land on one of them
+            while True:
+                t = threading.Thread(target=sum, args=(range(2000),), daemon=True)
+                t.start()
+                t.join()
+        for _ in range(2):
+            threading.Thread(target=churn, daemon=True).start()
+        print('blocking', flush=True)
+        bus.block()
+    """)
+    child.expect("^blocking$")
+    for number in range(200):
+        child.send(signal.SIGUSR1)
+        child.expect("^handled$", timeout=5)

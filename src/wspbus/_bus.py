@@ -1,32 +1,35 @@
 """The Web Site Process Bus: a process state machine with topic-based publish/subscribe.
 
-This module is the whole core. It imports only the stdlib and knows nothing about plugins,
-servers or sites; they plug into it through channels.
-
-Rules it keeps (see README "Design rules"):
+This module holds the Bus; it imports only the stdlib and knows nothing about plugins, servers
+or sites, which plug into it through channels. Rules it keeps (README, "Design rules"):
 
 * publish() is the hot path. It reads an immutable, already sorted tuple of listeners for the
   channel; subscribe()/unsubscribe() (rare) rebuild that tuple under the lock. So any number
   of threads may subscribe, unsubscribe and publish at once without losing a listener.
-* Nothing waits on a tick. wait()/block() sleep on a condition variable that every state
-  change notifies; they only wake periodically while somebody listens on the channel they
-  were asked to publish (block() publishes 'main').
+* Nothing waits on a tick. Waiters sleep on a waker (_waking.py) that every state change and
+  subscription sets; they only wake periodically while somebody listens on the channel they were
+  asked to publish (block() publishes 'main'). On the main thread the waker is a pipe that
+  signals write to as well, so a signal delivered to any thread is handled at once.
 * Shutdown is bounded. 'stop' and 'exit' listeners run on a worker thread; one that does not
   return within ``graceful_timeout`` is named in the log and left behind, and the rest run.
 """
 
 from __future__ import annotations
 
-import queue
+import collections
+import contextlib
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import _reexec
+from ._errors import ChannelFailures, StartupError
+from ._shutdown import describe, join_threads, start_listener_worker
+from ._states import State, as_state_set, states
+from ._waking import new_waker, wait_for
 
-__all__ = ["Bus", "ChannelFailures", "StartupError", "State", "states"]
+__all__ = ["Bus", "ChannelFailures", "ListenersView", "StartupError", "State", "states"]
 
 BUILTIN_CHANNELS = ("start", "stop", "exit", "graceful", "log", "main")
 DEFAULT_PRIORITY = 50
@@ -35,85 +38,7 @@ _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 #: gunicorn's default graceful timeout, and what Kubernetes' default grace period leaves room for.
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 
-
-class ChannelFailures(Exception):
-    """One or more listeners of a channel raised; every exception is kept."""
-
-    delimiter = "\n"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._exceptions: list[BaseException] = []
-
-    def handle_exception(self) -> None:
-        """Record the exception being handled now."""
-        self._exceptions.append(sys.exc_info()[1])
-
-    def add(self, exc: BaseException) -> None:
-        """Record an exception caught elsewhere (another thread)."""
-        self._exceptions.append(exc)
-
-    def get_instances(self) -> list[BaseException]:
-        """A copy of the recorded exceptions, in the order they happened."""
-        return self._exceptions[:]
-
-    def __str__(self) -> str:
-        return self.delimiter.join(map(repr, self.get_instances()))
-
-    __repr__ = __str__
-
-    def __bool__(self) -> bool:
-        return bool(self._exceptions)
-
-
-class StartupError(RuntimeError):
-    """A failure whose message says all the user needs (port in use, already running, ...).
-
-    Raised from a listener, it is logged as one line, without a traceback.
-    """
-
-
-class State:
-    """One state of the bus; compared by identity."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return "states.%s" % self.name
-
-
-class _StateEnum:
-    STOPPED = State("STOPPED")
-    STARTING = State("STARTING")
-    STARTED = State("STARTED")
-    STOPPING = State("STOPPING")
-    EXITING = State("EXITING")
-
-    def __iter__(self):
-        return iter((self.STOPPED, self.STARTING, self.STARTED, self.STOPPING, self.EXITING))
-
-
-states = _StateEnum()
-
 Listener = Callable[..., Any]
-
-
-def _as_state_set(state: State | Iterable[State]) -> frozenset[State]:
-    if isinstance(state, State):
-        return frozenset((state,))
-    return frozenset(state)
-
-
-def _describe(listener: Listener) -> str:
-    name = getattr(listener, "__qualname__", None) or repr(listener)
-    owner = getattr(listener, "__self__", None)
-    if owner is not None and not isinstance(owner, type(sys)):
-        return "%s of %r" % (name, owner)
-    module = getattr(listener, "__module__", None)
-    return "%s.%s" % (module, name) if module else name
 
 
 class ListenersView(Mapping):
@@ -155,7 +80,7 @@ class Bus:
         #: Exit status a failure asked for (a server that died, a start that failed); 0 otherwise.
         self.exit_code = 0
         self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
+        self._wakers: list = []  # one per waiting thread; set after every change waiters check
         self._state = states.STOPPED
         self._exit_begun = False
         self._exit_done = False
@@ -180,10 +105,10 @@ class Bus:
 
     @state.setter
     def state(self, value: State) -> None:
-        with self._changed:
+        with self._lock:
             self._state = value
-            self._changed.notify_all()
             watchers = tuple(self._state_watchers)
+        self._wake_waiters()
         for watcher in watchers:
             watcher(value)
 
@@ -213,7 +138,7 @@ class Bus:
             return lambda func: self.subscribe(channel, func, priority)
         if priority is None:
             priority = getattr(callback, "priority", DEFAULT_PRIORITY)
-        with self._changed:
+        with self._lock:
             subs = self._subscriptions.setdefault(channel, {})
             previous = subs.get(callback)
             if previous is None:
@@ -235,7 +160,7 @@ class Bus:
 
     def unsubscribe(self, channel: str, callback: Listener) -> None:
         """Remove ``callback`` from ``channel``; unknown pairs are ignored."""
-        with self._changed:
+        with self._lock:
             subs = self._subscriptions.get(channel)
             if subs is not None and subs.pop(callback, None) is not None:
                 self._reorder(channel)
@@ -248,7 +173,7 @@ class Bus:
         else:
             self._ordered.pop(channel, None)
         # A waiter publishing this channel periodically may now need to start (or stop) ticking.
-        self._changed.notify_all()
+        self._wake_waiters()
 
     def watch_state(self, watcher: Callable[[State], None]) -> Callable[[], None]:
         """Call ``watcher(state)`` after every state change; returns a function that stops it.
@@ -342,29 +267,21 @@ class Bus:
         listeners = self._ordered.get(channel, ())
         failures = None
         index = 0
-        while index < len(listeners):
-            progress: queue.SimpleQueue = queue.SimpleQueue()
-            worker = threading.Thread(
-                target=_run_listeners,
-                args=(listeners, index, progress),
-                name="wspbus %s" % channel,
-                daemon=True,
-            )
-            worker.start()
+        with self._waker(register=False) as waker:
             while index < len(listeners):
-                try:
-                    done_index, outcome = progress.get(timeout=self.graceful_timeout)
-                except queue.Empty:
-                    self.log(
-                        "Listener %s on channel %r did not return within %g s; going on without it"
-                        % (_describe(listeners[index]), channel, self.graceful_timeout),
-                        level=40,
-                    )
-                    index += 1
-                    break
-                index = done_index + 1
-                if outcome is not None:
-                    failures = self._listener_failed(channel, listeners[done_index], outcome, failures)
+                reports: collections.deque = collections.deque()
+                start_listener_worker(listeners, index, "wspbus %s" % channel,
+                                      lambda *report: (reports.append(report), waker.set()))
+                while index < len(listeners):
+                    if not wait_for(waker, lambda: bool(reports), self.graceful_timeout):
+                        self.log("Listener %s on channel %r did not return within %g s; going on without it"
+                                 % (describe(listeners[index]), channel, self.graceful_timeout), level=40)
+                        index += 1
+                        break
+                    done_index, outcome = reports.popleft()
+                    index = done_index + 1
+                    if outcome is not None:
+                        failures = self._listener_failed(channel, listeners[done_index], outcome, failures)
         if failures:
             raise failures
 
@@ -418,9 +335,8 @@ class Bus:
                 failures.add(exc)
         finally:
             self.log("Bus EXITED")
-            with self._changed:
-                self._exit_done = True
-                self._changed.notify_all()
+            self._exit_done = True
+            self._wake_waiters()
         if failures:
             raise failures
 
@@ -442,33 +358,47 @@ class Bus:
         While waiting, publish ``channel`` every ``interval`` seconds if it has listeners;
         without listeners the thread sleeps until the state changes.
         """
-        wanted = _as_state_set(state)
-        next_tick = time.monotonic() + interval
-        while True:
-            with self._changed:
-                while self._state not in wanted:
-                    if channel is None or channel not in self._ordered:
-                        self._changed.wait()
-                        next_tick = time.monotonic() + interval
-                        continue
-                    remaining = next_tick - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._changed.wait(remaining)
-                else:
-                    return
-            next_tick = time.monotonic() + interval
-            self.publish(channel)
+        wanted = as_state_set(state)
+
+        def reached() -> bool:
+            return self._state in wanted
+
+        with self._waker() as waker:
+            while not reached():
+                ticking = channel is not None and channel in self._ordered
+                changed = wait_for(waker, lambda: reached() or (channel in self._ordered) != ticking,
+                                   interval if ticking else None)
+                if not changed:  # a whole interval passed with nothing else happening
+                    self.publish(channel)
+
+    @contextlib.contextmanager
+    def _waker(self, register: bool = True) -> Iterator[Any]:
+        """A waker for the calling thread, set (if registered) by every change waiters check."""
+        waker = new_waker()
+        if register:
+            with self._lock:
+                self._wakers.append(waker)
+        try:
+            yield waker
+        finally:
+            if register:
+                with self._lock:
+                    self._wakers.remove(waker)
+            waker.close()
+
+    def _wake_waiters(self) -> None:
+        for waker in tuple(self._wakers):
+            waker.set()
 
     def _wait_exit_done(self) -> None:
-        with self._changed:
-            self._changed.wait_for(lambda: self._exit_done)
+        with self._waker() as waker:
+            wait_for(waker, lambda: self._exit_done)
 
     async def wait_async(self, state: State | Iterable[State]) -> None:
         """Wait for ``state`` without blocking the running asyncio event loop."""
         import asyncio
 
-        wanted = _as_state_set(state)
+        wanted = as_state_set(state)
         loop = asyncio.get_running_loop()
         reached = loop.create_future()
 
@@ -501,7 +431,7 @@ class Bus:
             raise
         self._wait_exit_done()
         self.log("Waiting for child threads to terminate...")
-        stuck = _join_threads(self.graceful_timeout)
+        stuck = join_threads(self.graceful_timeout)
         if stuck:
             self.log(
                 "Threads still running after %g s, not waited for: %s"
@@ -567,31 +497,3 @@ class Bus:
 def _resolve(future) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _run_listeners(listeners: tuple[Listener, ...], start: int, progress: queue.SimpleQueue) -> None:
-    for index in range(start, len(listeners)):
-        try:
-            listeners[index]()
-        except BaseException as exc:  # reported to the publishing thread, which decides
-            progress.put((index, exc))
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                return
-        else:
-            progress.put((index, None))
-
-
-def _join_threads(timeout: float | None) -> list[threading.Thread]:
-    """Join the other non-daemon threads within ``timeout`` in all; return those still alive."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    current = threading.current_thread()
-    stuck = []
-    for thread in threading.enumerate():
-        if thread is current or thread.daemon or thread is threading.main_thread():
-            continue
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        thread.join(remaining)
-        if thread.is_alive():
-            stuck.append(thread)
-    return stuck
-

@@ -1,0 +1,102 @@
+"""Wakers: how a waiting thread is woken by a state change, a subscription, or a signal.
+
+A waiter registers a waker with the bus, then loops (wait_for): clear it, check its condition,
+wait on it. Whoever changes what waiters check sets every registered waker after the change, so
+no wake-up is lost between the check and the wait. A waker may be set by any thread at any time,
+even after its waiter has gone.
+
+The main thread needs more than an Event. Python runs signal handlers only on the main thread,
+but the kernel delivers a signal to any thread; if it lands on another one while the main thread
+sleeps in an untimed lock wait, the handler stays pending and SIGTERM is never acted on. So the
+main thread waits in select() on a pipe that ``signal.set_wakeup_fd`` also writes to: every
+signal, whichever thread received it, wakes it, and the handler runs.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+
+class MainThreadWaker:
+    """A waker for the main thread: a pipe that signals write to as well."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()  # a set() racing close() must not write to a reused fd
+        self._closed = False
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        try:
+            self._previous = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
+        except ValueError:  # not the main interpreter's main thread after all
+            self.close_pipe()
+            raise
+
+    def set(self) -> None:
+        with self._guard:
+            if self._closed:
+                return
+            try:
+                os.write(self._write_fd, b"\0")
+            except BlockingIOError:
+                pass  # the pipe is full: a wake-up is pending already
+
+    def clear(self) -> None:
+        try:
+            while os.read(self._read_fd, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def wait(self, timeout: float | None) -> None:
+        select.select([self._read_fd], [], [], timeout)
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self._previous)
+        with self._guard:
+            self._closed = True
+            self.close_pipe()
+
+    def close_pipe(self) -> None:
+        os.close(self._read_fd)
+        os.close(self._write_fd)
+
+
+class ThreadWaker(threading.Event):
+    """A waker for any other thread."""
+
+    def close(self) -> None:
+        pass
+
+
+def new_waker() -> MainThreadWaker | ThreadWaker:
+    """The right waker for the calling thread."""
+    if threading.current_thread() is threading.main_thread():
+        try:
+            return MainThreadWaker()
+        except ValueError:
+            pass
+    return ThreadWaker()
+
+
+def wait_for(waker: MainThreadWaker | ThreadWaker, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+    """Wait until ``ready()`` is true (return True) or ``timeout`` seconds pass (return False).
+
+    ``ready`` is checked after every wake-up; whoever makes it true must set the waker after.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        waker.clear()
+        if ready():
+            return True
+        remaining = None
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+        waker.wait(remaining)
