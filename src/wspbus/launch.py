@@ -276,34 +276,12 @@ def announce(deployment: Deployment, out: TextIO | None = None) -> None:
     out.flush()
 
 
-class DeployerErrorsInOneLine(logging.Filter):
-    """Shorten the bus's log of a listener failure the deployer caused (a port in use, an ASGI
-    app's failed startup) to one line; failures of code keep their traceback.
-
-    (The bus already logs a ``wspbus.StartupError`` in one line; this covers the servers'
-    errors that are not StartupErrors.)
-    """
-
-    TRACEBACK = "\nTraceback (most recent call last):\n"
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        head, found, tail = record.getMessage().partition(self.TRACEBACK)
-        if found:
-            from .servers import BindError, LifespanError  # only now: lifespan imports asyncio
-
-            kind, _, text = tail.rstrip().rpartition("\n")[2].partition(": ")
-            if kind in ["%s.%s" % (k.__module__, k.__qualname__) for k in (BindError, LifespanError)]:
-                record.msg, record.args = "%s: %s" % (head, text), ()
-        return True
-
-
 def launch(config: SiteConfig, bus: Any = None, site: Site | None = None) -> int:
     """Deploy, start and block until the site exits; the process's exit status."""
     if bus is None:
         import wspbus
 
         bus = wspbus.bus
-    logging.getLogger("wspbus").addFilter(DeployerErrorsInOneLine())
     try:
         deployment = deploy(bus, config, site)
     except ConfigError as exc:

@@ -24,6 +24,8 @@ import socket
 import stat
 from dataclasses import dataclass
 
+from .._errors import StartupError
+
 __all__ = ["BACKLOG", "Bind", "BindError", "close_listener", "open_listener", "unix_file_identity"]
 
 #: Connections the kernel queues while nobody accepts (during a restart, for instance).
@@ -32,11 +34,8 @@ BACKLOG = socket.SOMAXCONN
 SYNTAX = "HOST:PORT, [IPV6]:PORT, PORT, unix:PATH, fd://N or systemd:NAME"
 
 
-class BindError(OSError):
+class BindError(StartupError):
     """A listening socket could not be opened; the message is one line for the user."""
-
-    def __str__(self) -> str:
-        return self.args[0] if self.args else "cannot bind"
 
 
 @dataclass(frozen=True)

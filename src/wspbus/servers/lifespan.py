@@ -16,12 +16,14 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from .._errors import StartupError
+
 __all__ = ["Lifespan", "LifespanError"]
 
 _ENDED = "wspbus.lifespan.ended"
 
 
-class LifespanError(RuntimeError):
+class LifespanError(StartupError):
     """The ASGI app failed its lifespan startup; the message is the app's own."""
 
 
