@@ -5,7 +5,7 @@ CherryPy users: ``from cherrypy.process import plugins`` becomes ``from wspbus i
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _HOMES = {
     "SimplePlugin": "base",
@@ -20,19 +20,11 @@ _HOMES = {
     "LogRouter": "logs",
     "Autoreloader": "reload",
     "SystemdNotifier": "systemd",
+    "Drainer": "drain",
+    "ChildReaper": "reaper",
 }
 
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    value = getattr(importlib.import_module("." + home, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(globals(), _HOMES)

@@ -7,7 +7,7 @@ package is imported until a server is built. CherryPy users:
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
 
 _HOMES = {
     "ServerAdapter": "adapter",
@@ -25,14 +25,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError("module %r has no attribute %r" % (__name__, name))
-    value = getattr(importlib.import_module("." + home, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(globals(), _HOMES)
