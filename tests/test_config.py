@@ -12,7 +12,7 @@ import pytest
 from wspbus import config
 from wspbus.config import ConfigError
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOCS = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def write(tmp_path: Path, text: str) -> str:

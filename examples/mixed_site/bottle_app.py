@@ -5,8 +5,9 @@ import bottle
 app = bottle.Bottle()
 
 
+@app.route("/")
 @app.route("/<rest:path>", name="where")
-def where(rest):
+def where(rest=""):
     return {
         "app": "bottle",
         "script_name": bottle.request.script_name,
