@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
+import sysconfig
 import textwrap
 import time
 
@@ -16,6 +16,9 @@ from serve_support import EXAMPLES, SteadyClient, ended, get, one_error_line, ru
 from support import process_gone, wait_for_path
 
 MINIMAL = EXAMPLES / "minimal"
+# The installed `wspbus` command itself, from this interpreter's scripts directory (PATH may not
+# have it: a pyenv shim appears only after a rehash).
+CONSOLE_SCRIPT = os.path.join(sysconfig.get_path("scripts"), "wspbus")
 
 
 def write_app(directory, name="site_app", body="version 1"):
@@ -44,7 +47,7 @@ def get_until_ok(url, timeout=15.0):
 
 
 def test_help_names_every_option_and_the_exit_statuses():
-    result = subprocess.run([shutil.which("wspbus") or "wspbus", "serve", "--help"],
+    result = subprocess.run([CONSOLE_SCRIPT, "serve", "--help"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     for option in ("--bind", "--server", "--reload", "--daemon", "--pidfile", "--user", "--group", "--umask",
@@ -69,7 +72,7 @@ def test_a_usage_mistake_is_one_line_and_status_64():
 
 
 def test_the_console_script_finds_apps_in_the_current_directory(spawn):
-    child = spawn([shutil.which("wspbus") or "wspbus", "serve", "-b", "127.0.0.1:0", "hello:app"], cwd=MINIMAL)
+    child = spawn([CONSOLE_SCRIPT, "serve", "-b", "127.0.0.1:0", "hello:app"], cwd=MINIMAL)
     url = child.expect(r"^wspbus: serving (\S+)$").group(1)
     assert get(url) == (200, b"Hello from wspbus!\n")
 
