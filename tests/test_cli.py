@@ -244,7 +244,7 @@ def test_status_and_stop_through_the_pid_file(spawn, tmp_path):
 
 
 def test_reload_under_a_steady_client_loses_no_request_and_serves_fresh_code(spawn, tmp_path):
-    app_file = write_app(tmp_path, body="version 1")
+    write_app(tmp_path, body="version 1")
     pidfile = tmp_path / "site.pid"
     child, urls = serve(spawn, "--chdir", tmp_path, "-b", "127.0.0.1:0", "--pidfile", pidfile, "site_app:app")
     with SteadyClient(urls[0]) as client:
