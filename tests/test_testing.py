@@ -9,7 +9,7 @@ from serve_support import get
 
 import wspbus
 from wspbus.plugins import SimplePlugin
-from wspbus.testing import running_site, wspbus_site  # noqa: F401 (the fixture, as a conftest would enable it)
+from wspbus.testing import running_site  # the wspbus_site fixture comes from the pytest11 entry point
 
 
 def hello(environ, start_response):
