@@ -7,13 +7,18 @@ waits for the requests in flight.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import select
 import signal
 import socket
 import statistics
+import sys
 import threading
 import time
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -226,3 +231,53 @@ def _wait_for(condition, timeout=DEADLINE):
             return False
         time.sleep(0.005)  # test side only
     return True
+
+
+# -- examples/kubernetes: the Deployment, the image and the site agree, and the site drains
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "kubernetes"
+
+
+def yaml_value(text: str, key: str, after: str | None = None) -> str:
+    """The value of the first ``key:`` line (after the line holding ``after``, if given)."""
+    if after is not None:
+        text = text[text.index(after):]
+    return re.search(r"^\s*%s:\s*(\S+)\s*$" % re.escape(key), text, re.M).group(1)
+
+
+def test_example_deployment_image_and_site_agree():
+    deployment = (EXAMPLE / "deployment.yaml").read_text()
+    site = tomllib.loads((EXAMPLE / "site.toml").read_text())
+    drain_delay = site["plugins"]["drain"]["drain_delay"]
+    graceful_timeout = site["site"]["graceful_timeout"]
+    assert int(yaml_value(deployment, "terminationGracePeriodSeconds")) > drain_delay + graceful_timeout
+    assert drain_delay > 0 and not re.search(r"^\s*preStop:", deployment, re.M)  # the drain is in the site
+    assert yaml_value(deployment, "path", after="readinessProbe") == site["plugins"]["health"]["ready_path"]
+    assert yaml_value(deployment, "path", after="livenessProbe") == site["plugins"]["health"]["live_path"]
+    assert site["server"][0]["bind"] == [":%s" % yaml_value(deployment, "containerPort")]
+    assert {"path": "wspbus.plugins.reaper:ChildReaper"} in site["plugin"]  # PID 1 duties
+    entrypoint = re.search(r"^ENTRYPOINT (.*)$", (EXAMPLE / "Dockerfile").read_text(), re.M).group(1)
+    # Exec form: wspbus itself is PID 1, no shell between it and the SIGTERM.
+    assert json.loads(entrypoint) == ["wspbus", "serve", "--config", "/srv/kubernetes/site.toml"]
+
+
+def test_example_site_drains_on_sigterm(spawn, tmp_path):
+    """The example's site.toml, with a 1 s drain instead of 10 and a port chosen by the kernel."""
+    text = (EXAMPLE / "site.toml").read_text()
+    text = re.sub(r"^drain_delay = .*$", "drain_delay = 1.0", text, flags=re.M)
+    text = text.replace('"../minimal"', json.dumps(str(EXAMPLE.parent / "minimal")))
+    config = tmp_path / "site.toml"
+    config.write_text(text)
+    child = spawn([sys.executable, "-m", "wspbus", "serve", "--config", str(config), "-b", "127.0.0.1:0"])
+    port = int(child.expect(r"serving http://127.0.0.1:(\d+)").group(1))
+    assert http_get("127.0.0.1", port, "/readyz")[0] == 200
+
+    signalled = time.monotonic()
+    child.send(signal.SIGTERM)
+    child.expect("SIGTERM: draining")
+    assert http_get("127.0.0.1", port, "/readyz")[0] == 503
+    assert http_get("127.0.0.1", port, "/") == (200, b"Hello from wspbus!\n")
+    status, took = exit_time(child, signalled)
+    assert status == 0 and refused(port)
+    print("example site, drain 1.0 s: SIGTERM -> exit %.3f s" % took)
+    assert 1.0 <= took < 3.0

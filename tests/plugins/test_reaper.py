@@ -15,15 +15,22 @@ import pytest
 
 DEADLINE = 15.0
 
-# Runs as a subprocess of the site: forks a grandchild that exits once this process is gone.
+# Runs as a subprocess of the site: forks grandchildren (argv[1] of them, default 1) in a chain:
+# the first exits once this process is gone, each next one once the one before it is gone.
 ORPHAN_MAKER = """
-import os
+import os, sys
 readable, writable = os.pipe()
-if os.fork() == 0:
-    os.close(writable)
-    os.read(readable, 1)  # end of file: our parent has exited, we are an orphan now
-    print("orphan", os.getpid(), "exiting", flush=True)
-    os._exit(0)
+for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 1):
+    next_readable, next_writable = os.pipe()
+    if os.fork() == 0:
+        os.close(writable)
+        os.close(next_readable)
+        os.read(readable, 1)  # end of file: the process before us has exited
+        os.write(1, b"orphan %d exiting\\n" % os.getpid())  # one write: lines do not interleave
+        os._exit(0)  # ...and the next one sees end of file on next_readable
+    os.close(readable)
+    os.close(next_writable)
+    readable, writable = next_readable, writable
 os._exit(0)
 """
 
@@ -63,7 +70,8 @@ if "--popen-status" in sys.argv:
     print("app's zombie left alone:", state_of(app_child.pid) == "Z", flush=True)
     print("app's subprocess status", app_child.wait(), flush=True)
 else:
-    subprocess.run([sys.executable, "-c", ORPHAN_MAKER], check=True)
+    orphans = sys.argv[sys.argv.index("--orphans") + 1] if "--orphans" in sys.argv else "1"
+    subprocess.run([sys.executable, "-c", ORPHAN_MAKER, orphans], check=True)
 bus.block()
 print("exited cleanly", flush=True)
 """ % ORPHAN_MAKER
@@ -74,7 +82,7 @@ def proc_state(pid: int) -> tuple[str, int] | None:
     try:
         with open("/proc/%d/stat" % pid) as stat:
             fields = stat.read().rpartition(")")[2].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped before, or while, we looked
         return None
     return fields[0], int(fields[1])
 
@@ -98,6 +106,13 @@ def test_subreaper_reaps_the_orphan(spawn, site_script):
     child = spawn([sys.executable, site_script, "always"])
     orphan = int(child.expect(r"orphan (\d+) exiting").group(1))
     wait_until(lambda: proc_state(orphan) is None, "orphan %d reaped" % orphan)
+
+
+def test_orphans_exiting_one_after_another_are_all_reaped(spawn, site_script):
+    """A SIGCHLD may arrive while the handler of the previous one runs: nothing may deadlock."""
+    child = spawn([sys.executable, site_script, "always", "--orphans", "200"])
+    orphans = [int(child.expect(r"orphan (\d+) exiting").group(1)) for _ in range(200)]
+    wait_until(lambda: all(proc_state(pid) is None for pid in orphans), "200 orphans reaped")
 
 
 def test_control_without_reaper_the_orphan_stays_a_zombie(spawn, site_script):

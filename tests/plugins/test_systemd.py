@@ -15,14 +15,18 @@ import socket
 import statistics
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import tomllib
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from support import http_get
 from wspbus import Bus
 from wspbus.plugins.systemd import SystemdNotifier, notify
 
@@ -332,3 +336,72 @@ def test_bad_arguments_are_one_clear_line(kwargs, message):
     with pytest.raises(ValueError) as caught:
         SystemdNotifier(Bus(), **kwargs)
     assert str(caught.value) == message
+
+
+# -- examples/systemd: the unit files and the site they run, under a launcher doing what systemd does
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "systemd"
+
+# Opens the listening socket, passes it as descriptor 3 with LISTEN_FDS/LISTEN_FDNAMES/LISTEN_PID
+# (sd_listen_fds(3)) and execs `wspbus serve` in its own process, as systemd does for the units.
+LAUNCHER = """
+import os, socket, sys
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen(64)
+print("port", sock.getsockname()[1], flush=True)
+if sock.fileno() != 3:
+    os.dup2(sock.fileno(), 3)
+    sock.close()
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_FDS="1", LISTEN_FDNAMES=sys.argv[2], LISTEN_PID=str(os.getpid()))
+os.execv(sys.executable, [sys.executable, "-m", "wspbus", "serve", "--config", sys.argv[1]])
+"""
+
+
+def unit_settings(path: Path) -> dict[str, str]:
+    """Key=value lines of a unit file (the last one wins; comments and sections skipped)."""
+    settings = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings[key.strip()] = value.strip()
+    return settings
+
+
+def test_example_units_agree_with_the_site():
+    service = unit_settings(EXAMPLE / "wspbus-site.service")
+    socket_unit = unit_settings(EXAMPLE / "wspbus-site.socket")
+    site = tomllib.loads((EXAMPLE / "site.toml").read_text())
+    assert service["Type"] == "notify-reload" and "ExecReload" not in service
+    assert service["NotifyAccess"] == "main"
+    assert "wspbus serve --config" in service["ExecStart"]
+    assert int(service["TimeoutStopSec"]) > site["site"]["graceful_timeout"]
+    assert int(service["WatchdogSec"]) > 0
+    assert socket_unit["Service"] == "wspbus-site.service"
+    assert site["server"][0]["bind"] == ["systemd:%s" % socket_unit["FileDescriptorName"]]
+    assert "systemd" in site["plugins"]
+
+
+def test_example_site_runs_as_systemd_would_run_it(spawn, path_systemd, tmp_path):
+    systemd = path_systemd
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(LAUNCHER)
+    socket_name = unit_settings(EXAMPLE / "wspbus-site.socket")["FileDescriptorName"]
+    child = spawn([sys.executable, str(launcher), str(EXAMPLE / "site.toml"), socket_name],
+                  env={"NOTIFY_SOCKET": systemd.value, "WATCHDOG_USEC": "1000000"})
+    port = int(child.expect(r"port (\d+)").group(1))
+    ready = systemd.expect("READY")
+    assert ready.pid == child.pid
+    assert ready.fields["STATUS"] == "STARTED; listening on http://127.0.0.1:%d" % port
+    assert http_get("127.0.0.1", port, "/")[0] == 200  # served on the socket "systemd" passed
+    assert systemd.expect("WATCHDOG").pid == child.pid
+
+    child.send(signal.SIGHUP)  # systemctl reload
+    assert systemd.expect("RELOADING").pid == child.pid
+    assert systemd.expect("READY").pid == child.pid  # the re-executed site, same main pid
+    assert http_get("127.0.0.1", port, "/")[0] == 200
+
+    child.send(signal.SIGTERM)  # systemctl stop
+    systemd.expect("STOPPING")
+    assert child.wait() == 0

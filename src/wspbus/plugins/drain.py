@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import signal
 import sys
 import threading
@@ -58,6 +59,7 @@ class Drainer(SimplePlugin):
         self._signalled = False
         self._drain_over = threading.Event()
         self._replaced: dict[str, Any] = {}
+        self._received: queue.SimpleQueue | None = None
         self._unwatch: Callable[[], None] | None = None
 
     @property
@@ -114,6 +116,8 @@ class Drainer(SimplePlugin):
         if threading.current_thread() is not threading.main_thread():
             self.bus.log("Drainer: signals can only be hooked from the main thread; SIGTERM is not drained", level=30)
             return
+        self._received = queue.SimpleQueue()
+        threading.Thread(target=self._dispatch, args=(self._received,), name="wspbus drain signals", daemon=True).start()
         for name in HANDLED_SIGNALS:
             self._replaced[name] = signal.signal(getattr(signal, name), self._on_signal)
 
@@ -121,11 +125,20 @@ class Drainer(SimplePlugin):
         for name, previous in self._replaced.items():
             signal.signal(getattr(signal, name), previous if previous is not None else signal.SIG_DFL)
         self._replaced.clear()
+        if self._received is not None:
+            self._received.put(None)
+            self._received = None
 
     # -- signals -------------------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signal_received(signal.Signals(signum))
+        """The OS-level handler: queue the signal, nothing more (a Lock here could deadlock
+        when a second signal interrupts the first handler; SimpleQueue.put cannot)."""
+        self._received.put(signum)
+
+    def _dispatch(self, received: queue.SimpleQueue) -> None:
+        while (signum := received.get()) is not None:
+            self.signal_received(signal.Signals(signum))
 
     def handle_SIGTERM(self, *_ignored: Any) -> None:
         """The 'SIGTERM' listener for a SignalHandler: drain, then exit."""
@@ -146,18 +159,18 @@ class Drainer(SimplePlugin):
         self.bus.execv = False
         started = self.bus.state is states.STARTED
         delay = self.drain_delay if signum == signal.SIGTERM and started else 0.0
-        # Off the signal handler (or the SignalHandler's thread) at once: nothing here may block.
+        # Return at once: a later signal must find its dispatcher free to end the process.
         threading.Thread(target=self._drain_then_exit, args=(signum, delay), name="wspbus drain", daemon=True).start()
 
     def _drain_then_exit(self, signum: signal.Signals, delay: float) -> None:
+        try:
+            self.bus.publish(DRAIN_CHANNEL)  # first: readiness turns false before anything else
+        except ChannelFailures:
+            pass  # each failing listener was logged; the exit must go on
         if delay:
             self.bus.log("%s: draining: not ready, serving %g s more, then exiting" % (signum.name, delay))
         else:
             self.bus.log("%s: exiting" % signum.name)
-        try:
-            self.bus.publish(DRAIN_CHANNEL)
-        except ChannelFailures:
-            pass  # each failing listener was logged; the exit must go on
         if delay:
             self._drain_over.wait(delay)
         try:

@@ -6,7 +6,7 @@ a zombie until PID 1 waits for it, and zombies pile up until the pid table is fu
 gets no signal whose action is the default: without a handler, ``docker stop`` and Kubernetes'
 SIGTERM are ignored until the SIGKILL that follows them.
 
-The ChildReaper reaps on SIGCHLD: the handler only sets an Event; a worker thread then waits for
+The ChildReaper reaps on SIGCHLD: the handler only queues a token; a worker thread then waits for
 every zombie child. It does not steal exit statuses the application waits for: a zombie whose pid
 belongs to a live ``subprocess.Popen`` or ``multiprocessing`` process object that has no
 return code yet is left to that object (its ``wait()`` keeps the real status). Finding those
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import os
+import queue
 import signal
 import sys
 import threading
@@ -32,6 +33,7 @@ from .base import SimplePlugin
 __all__ = ["ChildReaper"]
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+_SIGCHLD, _EXIT, _STOP = "SIGCHLD", "SIGTERM", "stop"
 
 
 class ChildReaper(SimplePlugin):
@@ -40,8 +42,9 @@ class ChildReaper(SimplePlugin):
     def __init__(self, bus: Bus, *, always: bool = False) -> None:
         super().__init__(bus)
         self.always = always
-        self._wake = threading.Event()
-        self._stopping = False
+        # Signal handlers only put a token here: SimpleQueue.put is safe in a signal handler
+        # (a second signal may interrupt the first handler; a Lock or an Event could deadlock).
+        self._wake: queue.SimpleQueue = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._previous: dict[int, Any] = {}
         #: How many children were reaped so far (for the curious, and for tests).
@@ -65,10 +68,9 @@ class ChildReaper(SimplePlugin):
         else:
             self._hear_exit_signals()
         self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_sigchld)
-        self._stopping = False
         self._worker = threading.Thread(target=self._reap_when_woken, name="wspbus child reaper", daemon=True)
         self._worker.start()
-        self._wake.set()  # children that exited before we listened
+        self._wake.put(_SIGCHLD)  # children that exited before we listened
         self.bus.subscribe("exit", self.exit)
 
     def unsubscribe(self) -> None:
@@ -83,8 +85,7 @@ class ChildReaper(SimplePlugin):
         worker = self._worker
         if worker is None:
             return
-        self._stopping = True
-        self._wake.set()
+        self._wake.put(_STOP)
         worker.join()
         self._worker = None
 
@@ -94,8 +95,7 @@ class ChildReaper(SimplePlugin):
             self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._exit_on_signal)
 
     def _exit_on_signal(self, signum: int, frame: Any) -> None:
-        self.bus.log("%s received as PID 1: exiting" % signal.Signals(signum).name)
-        threading.Thread(target=self._exit_bus, name="wspbus exit", daemon=True).start()
+        self._wake.put(_EXIT)
 
     def _exit_bus(self) -> None:
         try:
@@ -106,17 +106,23 @@ class ChildReaper(SimplePlugin):
     # -- reaping -------------------------------------------------------------------------
 
     def _on_sigchld(self, signum: int, frame: Any) -> None:
-        self._wake.set()
+        self._wake.put(_SIGCHLD)
         previous = self._previous.get(signal.SIGCHLD)
         if callable(previous):
             previous(signum, frame)
 
     def _reap_when_woken(self) -> None:
+        # Signals are for the main thread (where Python runs their handlers): not this one.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
         while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._stopping:
+            tokens = {self._wake.get()}
+            while not self._wake.empty():  # one pass serves every signal that came meanwhile
+                tokens.add(self._wake.get())
+            if _STOP in tokens:
                 return
+            if _EXIT in tokens:
+                self.bus.log("SIGTERM received as PID 1: exiting")
+                threading.Thread(target=self._exit_bus, name="wspbus exit", daemon=True).start()
             try:
                 self.reap()
             except Exception:
