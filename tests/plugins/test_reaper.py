@@ -169,12 +169,18 @@ def _host_pids():
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
-@needs_unshare
-def test_as_pid_1_orphans_are_reaped_and_sigterm_is_heard(spawn, site_script):
-    child = spawn(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, site_script, "pid1"])
+def orphan_under_pid_1(spawn, site_script, mode):
+    """Run the site as PID 1 of a new pid namespace; (unshare's Child, PID 1's host pid, orphan)."""
+    child = spawn(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, site_script, mode])
     child.expect("pid 1 started")
     init = namespace_init(child.pid)
-    orphan = int(child.expect(r"orphan (\d+) exiting").group(1))
+    orphan = int(child.expect(r"orphan (\d+) exiting").group(1))  # its pid inside the namespace
+    return child, init, orphan
+
+
+@needs_unshare
+def test_as_pid_1_orphans_are_reaped_and_sigterm_is_heard(spawn, site_script):
+    child, init, orphan = orphan_under_pid_1(spawn, site_script, "pid1")
     # A zombie stays listed in /proc; gone means reaped.
     wait_until(lambda: in_namespace(init, orphan) is None, "orphan %d reaped by PID 1" % orphan)
 
@@ -186,10 +192,7 @@ def test_as_pid_1_orphans_are_reaped_and_sigterm_is_heard(spawn, site_script):
 
 @needs_unshare
 def test_control_as_pid_1_without_reaper_the_orphan_stays_a_zombie(spawn, site_script):
-    child = spawn(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, site_script, "none"])
-    child.expect("pid 1 started")
-    init = namespace_init(child.pid)
-    orphan = int(child.expect(r"orphan (\d+) exiting").group(1))
+    child, init, orphan = orphan_under_pid_1(spawn, site_script, "none")
 
     def zombie():
         pid = in_namespace(init, orphan)

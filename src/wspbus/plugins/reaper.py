@@ -10,7 +10,7 @@ The ChildReaper reaps on SIGCHLD: the handler only queues a token; a worker thre
 every zombie child. It does not steal exit statuses the application waits for: a zombie whose pid
 belongs to a live ``subprocess.Popen`` or ``multiprocessing`` process object that has no
 return code yet is left to that object (its ``wait()`` keeps the real status). Finding those
-objects walks the garbage collector's objects, a few milliseconds per 100,000 objects, and only
+objects walks the garbage collector's objects (about 10 ms per 100,000 objects), and only
 when some child has exited. Children made with a bare ``os.fork()`` cannot be recognised: the
 ChildReaper is therefore active only as PID 1 (where someone must reap), or when asked with
 ``always=True`` (on Linux it then also becomes the "child subreaper" of its descendants, so that

@@ -190,7 +190,7 @@ class SystemdNotifier(SimplePlugin):
         self.send(READY=1, STATUS=self.status_text(self.bus.state))
 
     def _drain_begins(self) -> None:
-        self.send(STOPPING=1, STATUS="Draining: not ready, finishing requests")
+        self.send(STOPPING=1, STATUS="Draining: not ready, exiting after the drain delay")
 
     # -- watchdog ------------------------------------------------------------------------
 
