@@ -405,3 +405,13 @@ def test_a_startup_error_is_logged_as_one_line(bus):
     assert all("Traceback" not in msg and "\n" not in msg for msg in errors)
     assert errors[-1] == ("Shutting down due to error in start listener: "
                           "StartupError('cannot bind 127.0.0.1:8080: address already in use')")
+
+
+def test_exit_begun_tells_an_exit_from_a_plain_stop(bus):
+    seen = []
+    bus.subscribe("stop", lambda: seen.append(bus.exit_begun))
+    bus.start()
+    bus.stop()
+    bus.start()
+    bus.exit()
+    assert seen == [False, True]

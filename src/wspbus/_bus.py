@@ -112,6 +112,12 @@ class Bus:
         for watcher in watchers:
             watcher(value)
 
+    @property
+    def exit_begun(self) -> bool:
+        """True once exit() has begun: the process is going away, even while 'stop' listeners
+        still run (a plain stop() may be followed by start(); an exit may not)."""
+        return self._exit_begun
+
     # -- subscriptions -------------------------------------------------------------------
 
     @property

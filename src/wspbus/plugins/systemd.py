@@ -170,7 +170,7 @@ class SystemdNotifier(SimplePlugin):
                 self._start_watchdog()
             elif state is states.STOPPING and self.bus.execv:
                 self._reload_begins()
-            elif state is states.STOPPING and _exit_begun(self.bus):
+            elif state is states.STOPPING and self.bus.exit_begun:
                 self.send(STOPPING=1, STATUS=self.status_text(state))
             elif state is states.EXITING:
                 self._stop_watchdog()
@@ -253,8 +253,3 @@ def _iterable(value: object) -> bool:
     except TypeError:
         return False
     return True
-
-
-def _exit_begun(bus: Bus) -> bool:
-    """Whether this stop is the start of exit(); a plain stop() may be followed by start()."""
-    return getattr(bus, "_exit_begun", True)
