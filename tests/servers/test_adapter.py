@@ -95,14 +95,18 @@ def test_server_thread_that_dies_exits_the_bus_non_zero(bus):
         server = DyingServer()
         ServerAdapter(bus, server, bind_addr=("127.0.0.1", 8080)).subscribe()
         exiting = threading.Event()
+        health_at_exit = []
+        bus.subscribe("exit", lambda: health_at_exit.extend(bus.publish("health")))
         bus.watch_state(lambda state: exiting.set() if state is states.EXITING else None)
         bus.start()
+        assert bus.publish("health") == [True]
         server.die.set()
         assert exiting.wait(10), "the bus did not exit after its server died"
         bus._wait_exit_done()
     finally:
         logging.getLogger("wspbus").removeHandler(recorder)
     assert bus.exit_code == 1
+    assert health_at_exit == [False]  # what liveness and the systemd watchdog see
     assert server.stop_calls == 1  # cleaned up once, by the bus's stop
     [(level, message)] = [entry for entry in recorder.messages if "died" in entry[1]]
     assert level == logging.ERROR

@@ -43,6 +43,11 @@ class ServerAdapter(SimplePlugin):
         self._thread: threading.Thread | None = None
         self._started = False  # start() ran and stop() has not yet cleaned up
         self._stopping = False
+        bus.listeners.setdefault("health", set())  # liveness probes and the systemd watchdog ask it
+
+    def health(self) -> bool:
+        """The 'health' listener: False once the server thread has died."""
+        return self.interrupt is None
 
     @property
     def description(self) -> str:
