@@ -29,10 +29,35 @@ def test_serve_always_has_signals_and_logs_and_the_rest_on_demand():
     config.plugins = {"reload": plugin_config("reload", frequency=2), "threads": plugin_config("threads"),
                       "systemd": plugin_config("systemd", enabled=False)}
     built = build_plugins(bus, config)
-    assert sorted(built) == ["logs", "pidfile", "privileges", "reload", "signals", "threads"]
+    assert sorted(built) == ["logs", "pidfile", "privileges", "reaper", "reload", "signals", "threads"]
     assert built["reload"].frequency == 2
     assert built["privileges"].umask == 0o027
     assert not bus.listeners["start"]  # built, not subscribed: nothing happens until deploy() subscribes
+
+
+def test_the_reaper_is_on_unless_disabled_and_systemd_when_systemd_asks(monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    assert "systemd" not in build_plugins(wspbus.Bus(), SiteConfig())
+    monkeypatch.setenv("NOTIFY_SOCKET", "@wspbus-test-notify")
+    built = build_plugins(wspbus.Bus(), SiteConfig())
+    assert type(built["systemd"]).__name__ == "SystemdNotifier"
+    assert type(built["reaper"]).__name__ == "ChildReaper"
+    config = SiteConfig()
+    config.plugins = {"reaper": plugin_config("reaper", enabled=False),
+                      "systemd": plugin_config("systemd", enabled=False)}
+    built = build_plugins(wspbus.Bus(), config)
+    assert "reaper" not in built and "systemd" not in built
+
+
+def test_drain_delay_on_the_command_line_turns_the_drainer_on():
+    from wspbus import config as site_config
+
+    config = SiteConfig()
+    site_config.command_line_drain("2.5", config)
+    built = build_plugins(wspbus.Bus(), config)
+    assert built["drain"].drain_delay == 2.5
+    with pytest.raises(site_config.ConfigError, match=r"^--drain-delay: .*got 'soon'"):
+        site_config.command_line_drain("soon", SiteConfig())
 
 
 def test_a_site_inside_a_test_process_handles_no_signals_and_routes_no_logs():

@@ -91,6 +91,9 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
     process.add_argument("--user", metavar="USER", help="switch to USER after binding the ports")
     process.add_argument("--group", metavar="GROUP", help="switch to GROUP after binding the ports")
     process.add_argument("--umask", metavar="MASK", help="set the umask, in octal (e.g. 027)")
+    process.add_argument("--drain-delay", metavar="SECONDS",
+                         help="after SIGTERM, report not-ready and keep serving this long before stopping "
+                              "(Kubernetes; default 0)")
     process.add_argument("--graceful-timeout", metavar="SECONDS",
                          help="how long stopping may take before it is cut short (default 30; inf: no limit)")
     logs = serve.add_argument_group("logs")
@@ -112,6 +115,7 @@ def serve(args: argparse.Namespace) -> int:
             "log_file": args.log_file, "access_log": args.access_log, "log_level": args.log_level,
         })
         _config.command_line_servers(args.bind, args.server, args.threads, site)
+        _config.command_line_drain(args.drain_delay, site)
         _config.command_line_apps(args.apps, args.protocol, site)
     except _config.ConfigError as exc:
         print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)

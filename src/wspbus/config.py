@@ -322,6 +322,19 @@ def override(config: SiteConfig, options: dict[str, Any]) -> SiteConfig:
     return config
 
 
+def command_line_drain(delay: str | float | None, config: SiteConfig) -> None:
+    """--drain-delay: turn the Drainer on with this delay (on top of any [plugins.drain] settings)."""
+    if delay is None:
+        return
+    seconds = convert("", "--drain-delay", _seconds, delay)
+    if seconds is None or seconds < 0:
+        raise ConfigError("--drain-delay: expected a number of seconds of 0 or more, got %r" % (delay,))
+    table = config.plugins.get("drain") or PluginConfig("drain", "--drain-delay")
+    table.options["drain_delay"] = seconds
+    table.options["enabled"] = True
+    config.plugins["drain"] = table
+
+
 def command_line_servers(binds: list[str] | None, server: str | None, threads: int | None,
                          config: SiteConfig) -> None:
     """--bind/--server/--threads: replace the file's servers by one built from these options."""

@@ -38,10 +38,13 @@ BUILTIN_PLUGINS = {
     "daemon": "plugins.daemon:Daemonizer", "pidfile": "plugins.pidfile:PIDFile",
     "privileges": "plugins.privileges:DropPrivileges", "reload": "plugins.reload:Autoreloader",
     "threads": "plugins.threads:ThreadManager", "systemd": "plugins.systemd:SystemdNotifier",
-    "drain": "plugins.drain:Drainer", "health": "health:Health",
+    "drain": "plugins.drain:Drainer", "health": "health:Health", "reaper": "plugins.reaper:ChildReaper",
 }
 #: Plugins that are on when their [plugins.NAME] table is present (``enabled = false`` turns one off).
 OPT_IN_PLUGINS = ("threads", "systemd", "drain", "health")
+#: Plugins on in a process of the site's own unless ``enabled = false``: the reaper does nothing
+#: unless the site is PID 1 (a container); systemd notification only when systemd asks for it.
+DEFAULT_ON_PLUGINS = {"reaper": lambda: True, "systemd": lambda: bool(os.environ.get("NOTIFY_SOCKET"))}
 
 
 @dataclass
@@ -149,13 +152,18 @@ def _wanted_plugins(config: SiteConfig, own_process: bool) -> dict[str, dict[str
         wanted["privileges"] = {"uid": config.user, "gid": config.group, "umask": config.umask}
     if config.reload:
         wanted["reload"] = {}
+    switchable = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
     for name, table in config.plugins.items():
         _plugin_class(name, table.where)
-        enabled = table.options.get("enabled", True) if name in OPT_IN_PLUGINS else True
+        enabled = table.options.get("enabled", True) if name in switchable else True
         if not isinstance(enabled, bool):
             raise ConfigError("%s enabled: expected true or false, got %r" % (table.where, enabled))
-        if name in OPT_IN_PLUGINS and enabled and (own_process or name != "drain"):
+        if name in switchable and enabled and (own_process or name not in ("drain", "reaper")):
             wanted[name] = {}
+    if own_process:
+        for name, wanted_by_default in DEFAULT_ON_PLUGINS.items():
+            if name not in config.plugins and wanted_by_default():
+                wanted[name] = {}
     return wanted
 
 
