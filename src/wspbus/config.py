@@ -1,4 +1,4 @@
-"""The site's configuration: a TOML file (schema in docs/configuration.md) and command-line overrides.
+"""The site's configuration: a TOML file (schema in the README, "The configuration file") and command-line overrides.
 
 Every value is checked where it is read, so a mistake is reported as one line naming the file,
 the key and what was expected (``ConfigError``; the command exits 78, EX_CONFIG). Relative paths

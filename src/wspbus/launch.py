@@ -23,7 +23,7 @@ from .site import Site, SiteError, add_pythonpath, import_module, load_app, moun
 __all__ = ["Deployment", "EXIT_STATUSES", "build_plugins", "deploy", "launch", "quickstart"]
 
 EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_CONFIG = 0, 64, 69, 78
-#: Exit statuses of ``wspbus serve`` (and of quickstart()), documented in docs/configuration.md.
+#: Exit statuses of ``wspbus serve`` (and of quickstart()), documented in the README ("Exit statuses").
 EXIT_STATUSES = {
     EX_OK: "the site ran and stopped cleanly",
     1: "the site failed while running (a server died, a stop listener failed)",
