@@ -136,14 +136,9 @@ def process_gone(pid: int) -> bool:
 
 def http_get(host: str, port: int, path: str = "/", timeout: float = 5.0):
     """One GET over a fresh connection: (status, body bytes)."""
-    import http.client
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    from wspbus.testing import get
+
+    return get("http://%s:%d" % ("[%s]" % host if ":" in host else host, port), path, timeout)
 
 
 def loopback_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import socket
 import threading
 import time
@@ -11,6 +10,7 @@ import pytest
 
 from support import http_get
 from wspbus._bus import Bus
+from wspbus.testing import get as wspbus_get
 
 #: Every server, with the protocol its app speaks natively.
 SERVER_PROTOCOLS = {"cheroot": "wsgi", "waitress": "wsgi", "stdlib": "wsgi", "uvicorn": "asgi"}
@@ -66,35 +66,11 @@ class SlowApp:
         await send({"type": "http.response.body", "body": b"slow"})
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a Unix socket."""
-
-    def __init__(self, path: str, timeout: float = 5.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
-
-
 def get(address, path: str = "/", timeout: float = 5.0):
     """GET over a fresh connection to (host, port) or a Unix socket path: (status, body)."""
     if isinstance(address, tuple):
         return http_get(address[0], address[1], path, timeout)
-    conn = UnixHTTPConnection(address, timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    return wspbus_get("unix:" + address, path, timeout)
 
 
 def assert_refused(address) -> None:

@@ -58,15 +58,21 @@ def test_serves_on_a_unix_socket_and_removes_it_after(bus, server, tmp_path):
     assert not (tmp_path / "site.sock").exists()
 
 
-@pytest.mark.parametrize("server", ALL)
-def test_request_in_flight_finishes_across_stop(bus, server):
-    app = SlowApp(SERVER_PROTOCOLS[server], delay=0.4)
+def slow_request_in_flight(bus, server, delay):
+    """Serve a slow app, start the bus and send one request; return once the app has it."""
+    app = SlowApp(SERVER_PROTOCOLS[server], delay=delay)
     plugin = serve(bus, server, "127.0.0.1:0", app=app)
     bus.start()
     answers = []
     client = threading.Thread(target=lambda: answers.append(get(plugin.address, "/slow")))
     client.start()
     assert app.entered.wait(10), "the request never reached the app"
+    return plugin, app, client, answers
+
+
+@pytest.mark.parametrize("server", ALL)
+def test_request_in_flight_finishes_across_stop(bus, server):
+    plugin, app, client, answers = slow_request_in_flight(bus, server, delay=0.4)
     began = time.monotonic()
     bus.stop()  # the request is in the app now, and has 0.4 s to go
     client.join(10)
@@ -77,13 +83,7 @@ def test_request_in_flight_finishes_across_stop(bus, server):
 
 @pytest.mark.parametrize("server", ALL)
 def test_new_connections_are_refused_while_a_slow_request_finishes(bus, server):
-    app = SlowApp(SERVER_PROTOCOLS[server], delay=0.8)
-    plugin = serve(bus, server, "127.0.0.1:0", app=app)
-    bus.start()
-    answers = []
-    client = threading.Thread(target=lambda: answers.append(get(plugin.address, "/slow")))
-    client.start()
-    assert app.entered.wait(10)
+    plugin, app, client, answers = slow_request_in_flight(bus, server, delay=0.8)
     stopper = threading.Thread(target=bus.stop)
     stopper.start()
     refused_after = _wait_refused(plugin.address, deadline=5.0)
