@@ -103,14 +103,27 @@ class Child:
         self.proc.wait(DEADLINE)
         self._reader.join(DEADLINE)
         self.proc.stdout.close()
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass  # buffered input the child will never read
 
 
 def python_child(code: str, *args: str, tmp_path: Path | None = None, name: str = "child.py", **kw) -> Child:
-    """Run ``code`` (dedented) as a script file with this interpreter."""
+    """Run ``code`` (dedented) as a script file of its own with this interpreter.
+
+    Each child gets a fresh file (``child.py``, ``child-2.py``, ...): rewriting a script that an
+    earlier child is still reading would hand it a truncated program.
+    """
     if tmp_path is None:
         import tempfile
         tmp_path = Path(tempfile.mkdtemp())
     script = tmp_path / name
+    number = 1
+    while script.exists():
+        number += 1
+        script = tmp_path / ("%s-%d%s" % (Path(name).stem, number, Path(name).suffix))
     script.write_text(textwrap.dedent(code))
     return Child([sys.executable, str(script), *args], **kw)
 
