@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 
@@ -36,12 +35,14 @@ def hello_app(server: str):
 
 
 class SlowApp:
-    """An app (WSGI or ASGI) whose requests take ``delay`` seconds; ``entered`` is set on arrival."""
+    """An app (WSGI or ASGI) whose requests take ``delay`` seconds, or until ``release`` is set;
+    ``entered`` is set on arrival, ``finished`` just before the response."""
 
     def __init__(self, protocol: str, delay: float = 0.4) -> None:
         self.protocol = protocol
         self.delay = delay
         self.entered = threading.Event()
+        self.release = threading.Event()
         self.finished = threading.Event()
 
     def __call__(self, *args):
@@ -49,7 +50,7 @@ class SlowApp:
 
     def _wsgi(self, environ, start_response):
         self.entered.set()
-        time.sleep(self.delay)
+        self.release.wait(self.delay)
         self.finished.set()
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
         return [b"slow"]
@@ -60,7 +61,7 @@ class SlowApp:
         if scope["type"] != "http":
             raise RuntimeError("no lifespan")
         self.entered.set()
-        await asyncio.sleep(self.delay)
+        await asyncio.to_thread(self.release.wait, self.delay)
         self.finished.set()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"4")]})
         await send({"type": "http.response.body", "body": b"slow"})

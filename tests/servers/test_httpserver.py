@@ -83,11 +83,12 @@ def test_request_in_flight_finishes_across_stop(bus, server):
 
 @pytest.mark.parametrize("server", ALL)
 def test_new_connections_are_refused_while_a_slow_request_finishes(bus, server):
-    plugin, app, client, answers = slow_request_in_flight(bus, server, delay=0.8)
+    plugin, app, client, answers = slow_request_in_flight(bus, server, delay=10)  # held until released
     stopper = threading.Thread(target=bus.stop)
     stopper.start()
     refused_after = _wait_refused(plugin.address, deadline=5.0)
     assert not app.finished.is_set(), "refused only after the slow request (%.2f s)" % refused_after
+    app.release.set()
     stopper.join(10)
     client.join(10)
     assert answers == [(200, b"slow")]
