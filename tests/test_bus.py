@@ -415,3 +415,75 @@ def test_exit_begun_tells_an_exit_from_a_plain_stop(bus):
     bus.start()
     bus.exit()
     assert seen == [False, True]
+
+
+def test_an_abandoned_worker_does_not_run_the_later_listeners_again():
+    bus = Bus(graceful_timeout=0.2)
+    release = threading.Event()
+    closes = []
+    bus.subscribe("stop", lambda: release.wait(10), priority=10)
+    bus.subscribe("stop", lambda: closes.append(threading.current_thread().name), priority=20)
+    bus.start()
+    bus.exit()
+    stuck_workers = [t for t in threading.enumerate() if t.name == "wspbus stop"]
+    release.set()  # the overrunning listener returns now; its worker must not go on
+    for worker in stuck_workers:
+        worker.join(5)
+    assert len(closes) == 1
+
+
+def test_start_with_callback_lets_its_thread_end_when_the_start_fails(bus):
+    called = []
+
+    def refuse():
+        raise OSError("port in use")
+
+    bus.subscribe("start", refuse)
+    with pytest.raises(ChannelFailures):
+        bus.start_with_callback(called.append, args=("ran",))
+    callback_threads = [t for t in threading.enumerate() if t.name.startswith("Bus Callback ")]
+    for thread in callback_threads:
+        thread.join(5)
+    assert not any(t.is_alive() for t in callback_threads) and called == []
+
+
+def test_a_restart_during_an_exit_does_not_bring_the_process_back(bus):
+    stopping = threading.Event()
+    release = threading.Event()
+    bus.subscribe("stop", lambda: (stopping.set(), release.wait(10)))
+    bus.start()
+    exiting = threading.Thread(target=bus.exit)
+    exiting.start()
+    assert stopping.wait(5)
+    bus.restart()  # e.g. a SIGHUP from logrotate arriving during a SIGTERM's shutdown
+    release.set()
+    exiting.join(10)
+    assert bus.execv is False and bus.state is states.EXITING
+
+
+def test_system_exit_from_a_stop_listener_still_completes_the_exit(bus):
+    exits = []
+
+    def leave():
+        raise SystemExit(3)
+
+    bus.subscribe("stop", leave)
+    bus.subscribe("exit", lambda: exits.append(True))
+    bus.start()
+    with pytest.raises(SystemExit):
+        bus.exit()
+    assert bus.state is states.EXITING and exits == [True]
+    bus._wait_exit_done()  # would wait forever if the exit had been left half done
+
+
+def test_a_broken_state_watcher_is_logged_and_the_transition_goes_on(bus):
+    log = LogRecorder(bus)
+
+    def broken(state):
+        raise RuntimeError("Event loop is closed")
+
+    bus.watch_state(broken)
+    bus.start()
+    bus.exit()
+    assert bus.state is states.EXITING
+    assert any(msg.startswith("Error in state watcher") for msg, level in log.entries if level == 40)

@@ -209,3 +209,27 @@ def test_signals_reach_a_blocked_main_thread_whichever_thread_receives_them(spaw
     for number in range(200):
         child.send(signal.SIGUSR1)
         child.expect("^handled$", timeout=5)
+
+
+def test_the_main_thread_waits_even_with_more_than_1024_descriptors_open():
+    """select() refuses descriptors past 1023; a busy server has that many."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1100:
+        pytest.skip("the descriptor limit is below 1100 here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1050)]
+    try:
+        bus = Bus(graceful_timeout=5)
+        exits = []
+        bus.subscribe("stop", lambda: threading.Event().wait(0.05))  # so the main thread does wait
+        bus.subscribe("exit", lambda: exits.append(True))
+        bus.start()
+        bus.exit()  # bounded publishing waits on a fresh (high-numbered) pipe on this main thread
+        assert exits == [True] and bus.state is states.EXITING
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -110,7 +110,10 @@ class Bus:
             watchers = tuple(self._state_watchers)
         self._wake_waiters()
         for watcher in watchers:
-            watcher(value)
+            try:
+                watcher(value)
+            except Exception:  # one broken watcher must not stop the transition
+                self.log("Error in state watcher %r" % (watcher,), level=40, traceback=True)
 
     @property
     def exit_begun(self) -> bool:
@@ -276,10 +279,11 @@ class Bus:
         with self._waker(register=False) as waker:
             while index < len(listeners):
                 reports: collections.deque = collections.deque()
-                start_listener_worker(listeners, index, "wspbus %s" % channel,
-                                      lambda *report: (reports.append(report), waker.set()))
+                abandoned = start_listener_worker(listeners, index, "wspbus %s" % channel,
+                                                  lambda *report: (reports.append(report), waker.set()))
                 while index < len(listeners):
                     if not wait_for(waker, lambda: bool(reports), self.graceful_timeout):
+                        abandoned.set()  # if the stuck listener ever returns, its worker stops there
                         self.log("Listener %s on channel %r did not return within %g s; going on without it"
                                  % (describe(listeners[index]), channel, self.graceful_timeout), level=40)
                         index += 1
@@ -322,34 +326,45 @@ class Bus:
 
     def exit(self) -> None:
         """Stop all services and prepare to exit the process. A second call does nothing."""
+        if self._begin_exit():
+            self._run_exit()
+
+    def _begin_exit(self) -> bool:
+        """Claim the exit; False if another call already did."""
         with self._lock:
             if self._exit_begun:
-                return
+                return False
             self._exit_begun = True
+            return True
+
+    def _run_exit(self) -> None:
         failures = ChannelFailures()
         try:
-            self.stop()
-        except ChannelFailures as stop_failures:
-            for exc in stop_failures.get_instances():
-                failures.add(exc)
-        self.state = states.EXITING
-        self.log("Bus EXITING")
-        try:
-            self._publish_bounded("exit")
-        except ChannelFailures as exit_failures:
-            for exc in exit_failures.get_instances():
-                failures.add(exc)
-        finally:
-            self.log("Bus EXITED")
-            self._exit_done = True
-            self._wake_waiters()
+            _collect_failures(failures, self.stop)
+        finally:  # even a SystemExit from a 'stop' listener must not leave the exit half done
+            try:
+                self.state = states.EXITING
+                self.log("Bus EXITING")
+                _collect_failures(failures, self._publish_bounded, "exit")
+            finally:
+                self.log("Bus EXITED")
+                self._exit_done = True
+                self._wake_waiters()
         if failures:
             raise failures
 
     def restart(self) -> None:
-        """Exit, then have block() (on the main thread) re-execute the process."""
-        self.execv = True
-        self.exit()
+        """Exit, then have block() (on the main thread) re-execute the process.
+
+        Ignored once an exit has begun: a process told to end must not come back.
+        """
+        with self._lock:
+            if self._exit_begun:
+                self.log("Restart ignored: the bus is already exiting", level=30)
+                return
+            self._exit_begun = True
+            self.execv = True
+        self._run_exit()
 
     def graceful(self) -> None:
         """Advise all services to reload."""
@@ -409,7 +424,7 @@ class Bus:
         reached = loop.create_future()
 
         def on_change(new_state: State) -> None:
-            if new_state in wanted:
+            if new_state in wanted and not loop.is_closed():
                 loop.call_soon_threadsafe(_resolve, reached)
 
         unwatch = self.watch_state(on_change)
@@ -467,8 +482,9 @@ class Bus:
         kwargs = {} if kwargs is None else dict(kwargs)
 
         def run_when_started() -> None:
-            self.wait(states.STARTED)
-            func(*args, **kwargs)
+            self.wait((states.STARTED, states.EXITING))  # a failed start ends in EXITING
+            if self._state is states.STARTED:
+                func(*args, **kwargs)
 
         thread = threading.Thread(target=run_when_started)
         thread.name = "Bus Callback " + thread.name
@@ -498,6 +514,15 @@ class Bus:
             logger = self._stdlib_logger = logging.getLogger("wspbus")
         if logger.isEnabledFor(level):
             logger.log(level, msg)
+
+
+def _collect_failures(failures: ChannelFailures, func: Callable[..., Any], *args: Any) -> None:
+    """Run ``func``; add the listener failures it raises to ``failures``."""
+    try:
+        func(*args)
+    except ChannelFailures as raised:
+        for exc in raised.get_instances():
+            failures.add(exc)
 
 
 def _resolve(future) -> None:

@@ -15,18 +15,26 @@ Listener = Callable[..., Any]
 Report = Callable[[int, "BaseException | None"], None]
 
 
-def start_listener_worker(listeners: tuple[Listener, ...], first: int, name: str, report: Report) -> None:
+def start_listener_worker(listeners: tuple[Listener, ...], first: int, name: str,
+                          report: Report) -> threading.Event:
     """Run ``listeners[first:]`` in order on a daemon thread, reporting after each one.
 
     ``report(index, None)`` follows a listener that returned, ``report(index, exception)`` one
-    that raised; KeyboardInterrupt and SystemExit end the run.
+    that raised; KeyboardInterrupt and SystemExit end the run. Set the returned event to abandon
+    the worker: it runs no further listener (another worker has taken over the rest).
     """
-    worker = threading.Thread(target=_run_listeners, args=(listeners, first, report), name=name, daemon=True)
+    abandoned = threading.Event()
+    worker = threading.Thread(target=_run_listeners, args=(listeners, first, report, abandoned),
+                              name=name, daemon=True)
     worker.start()
+    return abandoned
 
 
-def _run_listeners(listeners: tuple[Listener, ...], first: int, report: Report) -> None:
+def _run_listeners(listeners: tuple[Listener, ...], first: int, report: Report,
+                   abandoned: threading.Event) -> None:
     for index in range(first, len(listeners)):
+        if abandoned.is_set():
+            return
         try:
             listeners[index]()
         except BaseException as exc:  # reported to the publishing thread, which decides

@@ -8,7 +8,7 @@ even after its waiter has gone.
 The main thread needs more than an Event. Python runs signal handlers only on the main thread,
 but the kernel delivers a signal to any thread; if it lands on another one while the main thread
 sleeps in an untimed lock wait, the handler stays pending and SIGTERM is never acted on. So the
-main thread waits in select() on a pipe that ``signal.set_wakeup_fd`` also writes to: every
+main thread waits in poll() on a pipe that ``signal.set_wakeup_fd`` also writes to: every
 signal, whichever thread received it, wakes it, and the handler runs.
 """
 
@@ -31,6 +31,8 @@ class MainThreadWaker:
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
+        self._poller = select.poll()  # not select(): it fails for descriptors past 1023
+        self._poller.register(self._read_fd, select.POLLIN)
         try:
             self._previous = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         except ValueError:  # not the main interpreter's main thread after all
@@ -54,7 +56,7 @@ class MainThreadWaker:
             pass
 
     def wait(self, timeout: float | None) -> None:
-        select.select([self._read_fd], [], [], timeout)
+        self._poller.poll(None if timeout is None else timeout * 1000.0)
 
     def close(self) -> None:
         signal.set_wakeup_fd(self._previous)

@@ -250,3 +250,15 @@ def test_callback_that_stops_the_bus_does_not_wait_for_itself(bus, bus_log, acti
     assert time.monotonic() - begun < 2.0  # far below graceful_timeout (10 s)
     assert not [msg for msg, level in bus_log if "did not return" in msg]
     assert monitor.thread is None
+
+
+def test_graceful_on_a_stopped_bus_starts_no_thread(bus):
+    monitor = Monitor(bus, lambda: None, frequency=60)
+    monitor.subscribe()
+    bus.start()
+    bus.stop()
+    bus.graceful()  # a SIGUSR1 after a stop
+    assert monitor.thread is None
+    bus.start()
+    bus.graceful()
+    assert monitor.thread is not None and monitor.thread.is_alive()

@@ -101,7 +101,8 @@ class Autoreloader(SimplePlugin):
     def graceful(self) -> None:
         """Watch again from scratch (the modules and files are looked up anew)."""
         self.stop()
-        self.start()
+        if self.bus.state is states.STARTED:  # no thread while the bus is stopped or exiting
+            self.start()
 
     # -- what is watched -----------------------------------------------------------------
 

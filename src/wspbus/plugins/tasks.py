@@ -201,4 +201,5 @@ class Monitor(SimplePlugin):
     def graceful(self) -> None:
         """Restart the periodic thread (a new frequency takes effect)."""
         self.stop()
-        self.start()
+        if self.bus.state is states.STARTED:  # no thread while the bus is stopped or exiting
+            self.start()
