@@ -233,3 +233,27 @@ def test_the_main_thread_waits_even_with_more_than_1024_descriptors_open():
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_signal_meant_for_an_asyncio_loop_is_not_swallowed_by_a_bus_wait():
+    """asyncio learns of signals through set_wakeup_fd; a bus wait on its thread borrows that fd."""
+    import os
+
+    bus = Bus()
+    heard = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        got_it = asyncio.Event()
+        loop.add_signal_handler(signal.SIGUSR1, lambda: (heard.append("SIGUSR1"), got_it.set()))
+        try:
+            threading.Timer(0.05, os.kill, args=(os.getpid(), signal.SIGUSR1)).start()
+            threading.Timer(0.3, bus.start).start()
+            bus.wait(states.STARTED)  # blocking, on the loop's own thread: bad manners, but legal
+            await asyncio.wait_for(got_it.wait(), 5)
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+
+    asyncio.run(main())
+    bus.exit()
+    assert heard == ["SIGUSR1"]

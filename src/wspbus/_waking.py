@@ -50,10 +50,23 @@ class MainThreadWaker:
 
     def clear(self) -> None:
         try:
-            while os.read(self._read_fd, 512):
-                pass
+            while True:
+                data = os.read(self._read_fd, 512)
+                if not data:
+                    break
+                self._pass_on_signals(data)
         except BlockingIOError:
             pass
+
+    def _pass_on_signals(self, data: bytes) -> None:
+        """Hand the signal numbers we drained to whoever had the wakeup fd before us (an asyncio
+        loop learns of its signals that way); our own wake-ups are zero bytes."""
+        signals = data.replace(b"\0", b"")
+        if signals and self._previous >= 0:
+            try:
+                os.write(self._previous, signals)
+            except OSError:
+                pass  # full or gone: nothing better to do from here
 
     def wait(self, timeout: float | None) -> None:
         self._poller.poll(None if timeout is None else timeout * 1000.0)
