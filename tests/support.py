@@ -159,3 +159,12 @@ def loopback_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def threads_left_running(before: set, timeout: float = DEADLINE) -> list[str]:
+    """Wait (until ``timeout``) for the threads started since ``before`` (a set of
+    threading.enumerate()) to end; the names of those still running."""
+    deadline = time.monotonic() + timeout
+    for thread in set(threading.enumerate()) - before:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return sorted(thread.name for thread in set(threading.enumerate()) - before if thread.is_alive())

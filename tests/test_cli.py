@@ -15,6 +15,8 @@ import pytest
 from serve_support import EXAMPLES, SteadyClient, ended, get, one_error_line, run, serve
 from support import process_gone, wait_for_path
 
+from wspbus.cli import build_parser
+
 MINIMAL = EXAMPLES / "minimal"
 # The installed `wspbus` command itself, from this interpreter's scripts directory (PATH may not
 # have it: a pyenv shim appears only after a rehash).
@@ -59,6 +61,18 @@ def test_help_names_every_option_and_the_exit_statuses():
     top = run("--help")
     for command in ("serve", "stop", "reload", "graceful", "status"):
         assert command in top.stdout
+
+
+def test_stop_timeout_inf_waits_without_limit_and_nan_or_negative_is_a_usage_mistake(capsys):
+    parser = build_parser()
+    assert parser.parse_args(["stop", "--pidfile", "p", "--timeout", "inf"]).timeout is None
+    assert parser.parse_args(["stop", "--pidfile", "p", "--timeout", "2.5"]).timeout == 2.5
+    for bad in ("nan", "-1", "soon"):
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args(["stop", "--pidfile", "p", "--timeout", bad])
+        assert exited.value.code == 64
+        assert capsys.readouterr().err == ("wspbus stop: error: argument --timeout: expected a number of seconds "
+                                           "of 0 or more (inf: no limit), got %r (see wspbus stop --help)\n" % bad)
 
 
 def test_a_usage_mistake_is_one_line_and_status_64():
@@ -158,6 +172,10 @@ def test_sigterm_drains_when_the_drain_plugin_is_on(spawn, tmp_path):
 @pytest.mark.parametrize("toml, args, expected", [
     ("[site]\ngraceful_timout = 3\n", [], r"site\.toml: \[site\] graceful_timout: unknown key"),
     ("[[server]]\nbind = 'localhost:99999'\n", [], r"\[\[server\]\] #1 bind: bad bind 'localhost:99999'"),
+    ("[[server]]\nserver = 'bogus'\n", [], r"\[\[server\]\] #1 server: unknown server 'bogus': expected auto,"),
+    ("", ["--server", "bogus"], r"--server: unknown server 'bogus': expected auto,"),
+    ("[site]\ngroup = -5\n", [], r"\[site\] group: expected an existing group name or gid"),
+    ("[plugins.reload]\nmatch = '('\n", ["--reload"], r"site\.toml: \[plugins\.reload\]: Autoreloader match must be a regular expression"),
     ("[site]\nuser = 'no-such-user-xyz'\n", [], r"\[site\] user: expected an existing user"),
     ("[[app]]\ntarget = 'no_such_module_xyz:app'\n", [], r"site\.toml: app 'no_such_module_xyz:app': no module named"),
     ("[[app]]\ntarget = 'site_app:version'\n", [], r"app 'site_app:version' is not callable \(it is str\)"),
@@ -179,13 +197,14 @@ def test_a_configuration_mistake_is_one_line_and_status_78(tmp_path, toml, args,
     assert re.search(expected, one_error_line(result.stderr)), result.stderr
 
 
-def test_a_port_in_use_is_one_line_and_status_69(tmp_path):
+@pytest.mark.parametrize("detach", [[], ["--daemon"]], ids=["attached", "daemon"])
+def test_a_port_in_use_is_one_line_and_status_69(tmp_path, detach):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run("serve", "--chdir", MINIMAL, "-b", "127.0.0.1:%d" % port, "hello:app")
-    assert result.returncode == 69
+        result = run("serve", *detach, "--chdir", MINIMAL, "-b", "127.0.0.1:%d" % port, "hello:app")
+    assert result.returncode == 69, result.stderr
     assert one_error_line(result.stderr) == (
         "wspbus: error: the site could not start: cannot bind 127.0.0.1:%d: address already in use" % port)
 

@@ -31,7 +31,7 @@ def test_the_documented_complete_example_is_read_as_documented(tmp_path):
     assert (site.user, site.group, site.umask) == (33, 33, 0o027)
     assert site.pidfile == str(tmp_path / "run" / "site.pid")
     assert [(s.binds, s.server, s.threads) for s in site.servers] == [
-        (["0.0.0.0:8080", "[::]:8080"], "auto", 16), (["unix:run/site.sock"], "auto", None)]
+        (["0.0.0.0:8080", "[::]:8080"], "auto", 16), (["unix:%s" % (tmp_path / "run" / "site.sock")], "auto", None)]
     assert [(a.mount, a.target, a.protocol) for a in site.apps] == [
         ("/", "mysite.web:app", "auto"), ("/api", "mysite.api:create_app('prod')", "auto")]
     assert site.plugins["reload"].options == {"frequency": 1, "match": "^mysite"}
@@ -69,6 +69,10 @@ def test_values_take_their_other_accepted_forms(tmp_path):
     ("[[server]]\nbind = 'localhost:99999'\n", r"\[\[server\]\] #1 bind: bad bind 'localhost:99999': port 99999 is out of range"),
     ("[[server]]\nbind = '::1:80'\n", r"\[\[server\]\] #1 bind: bad bind '::1:80': an IPv6 address needs brackets"),
     ("[[server]]\nthreads = 0\n", r"\[\[server\]\] #1 threads: expected a whole number of at least 1, got 0"),
+    ("[[server]]\nserver = 'bogus'\n", r"\[\[server\]\] #1 server: unknown server 'bogus': expected auto, cheroot,"),
+    ("[site]\ngroup = -5\n", r"\[site\] group: expected an existing group name or gid \(no group -5 .*got -5$"),
+    ("[site]\ngroup = %d\n" % 2**40, r"\[site\] group: expected an existing group name or gid \(no group 1099511627776 "),
+    ("[site]\nuser = true\n", r"\[site\] user: expected an existing user name or uid .*got True$"),
     ("[server]\nbind = '80'\n", r"site\.toml: server: expected an array of tables \(\[\[server\]\]\)"),
     ("[[app]]\nmount = '/x'\n", r"\[\[app\]\] #1 target: missing \(expected \"module:callable\"\)"),
     ("[[app]]\ntarget = 'a:b'\nprotocol = 'http'\n", r"\[\[app\]\] #1 protocol: expected 'auto', 'wsgi' or 'asgi', got 'http'"),
@@ -127,6 +131,30 @@ def test_command_line_values_override_the_file_and_lists_replace(tmp_path, monke
 def test_a_bad_command_line_value_names_the_option(options, expected):
     with pytest.raises(ConfigError, match=expected):
         config.override(config.SiteConfig(), options)
+
+
+def test_numbers_given_on_the_command_line_are_user_and_group_ids():
+    site = config.override(config.SiteConfig(), {"user": "0", "group": "0"})  # argparse gives strings
+    assert (site.user, site.group) == (0, 0)
+    assert config.override(config.SiteConfig(), {"user": "root", "group": "root"}).user == 0
+
+
+def test_a_relative_unix_bind_in_a_file_is_relative_to_the_file(tmp_path, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    site = config.load(write(tmp_path, """
+        [[server]]
+        bind = ["unix:run/site.sock", "unix:@abstract", "unix:/abs/x.sock", "127.0.0.1:0"]
+    """))
+    assert site.servers[0].binds == ["unix:%s" % (tmp_path / "run" / "site.sock"), "unix:@abstract",
+                                     "unix:/abs/x.sock", "127.0.0.1:0"]
+    config.command_line_servers(["unix:cli.sock"], None, None, site)  # the servers take it from the startup dir
+    assert site.servers[0].binds == ["unix:cli.sock"]
+
+
+def test_an_unknown_server_on_the_command_line_names_the_option():
+    with pytest.raises(ConfigError, match=r"^--server: unknown server 'bogus': expected auto, cheroot,"):
+        config.command_line_servers(None, "bogus", None, config.SiteConfig())
 
 
 def test_a_bad_command_line_bind_names_the_option():

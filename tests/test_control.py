@@ -17,6 +17,7 @@ from wspbus import control
 from wspbus.config import SiteConfig
 from wspbus.control import ControlError, StatusFile, status_path
 from wspbus.launch import Deployment
+from wspbus.plugins.pidfile import PIDFile
 from wspbus.site import Site, mount_app
 
 
@@ -44,16 +45,55 @@ def test_the_status_file_follows_the_state_and_goes_away_on_exit(tmp_path, monke
     status.subscribe()
     seen = []
     bus.watch_state(lambda state: seen.append(read(status.path)["state"] if os.path.exists(status.path) else None))
+    bus.subscribe("start", lambda: seen.append(read(status.path)["state"]), priority=72)
     bus.start()
     record = read(status.path)
     assert record["state"] == "STARTED" and record["pid"] == os.getpid()
     assert record["mounts"] == ["/ -> test_control:hello (wsgi)"] and record["reload"] is True
     assert record["since"] <= record["started"] <= record["updated"]
-    assert seen == ["STARTING", "STARTED"]
+    assert seen == [None, "STARTING", "STARTED"]  # nothing before the pid file is claimed (priority 70)
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]  # written by rename
     bus.exit()
-    assert seen == ["STARTING", "STARTED", "STOPPING", "STOPPED", None]
+    assert seen == [None, "STARTING", "STARTED", "STOPPING", "STOPPED", None]
     status.unsubscribe()
+
+
+def site_with_status_file(pidfile):
+    bus = wspbus.Bus()
+    deployment = Deployment(bus, Site([mount_app("/", hello)]), SiteConfig())
+    PIDFile(bus, pidfile).subscribe()
+    status = StatusFile(bus, pidfile, deployment)
+    status.subscribe()
+    return bus, status
+
+
+def test_a_second_instance_refused_by_the_pid_file_leaves_the_status_file_alone(tmp_path):
+    pidfile = str(tmp_path / "site.pid")
+    running, status = site_with_status_file(pidfile)
+    running.start()
+    before = read(status.path)
+    second, _ = site_with_status_file(pidfile)  # another lock on the same file: refused like a second process
+    with pytest.raises(wspbus.ChannelFailures, match="another instance is already running"):
+        second.start()
+    assert read(status.path) == before  # neither rewritten (STARTING, STOPPED) nor removed
+    running.exit()
+    assert not os.path.exists(status.path)
+
+
+def test_a_status_file_recording_another_pid_is_not_removed(tmp_path):
+    bus = wspbus.Bus()
+    status = StatusFile(bus, str(tmp_path / "site.pid"), Deployment(bus, Site([mount_app("/", hello)]), SiteConfig()))
+    status.subscribe()
+
+    def taken_over(state):  # runs after the status file's own watcher wrote STOPPED
+        if state.name == "STOPPED":
+            with open(status.path, "w") as file:
+                json.dump({"state": "STARTED", "pid": os.getppid()}, file)
+
+    bus.watch_state(taken_over)
+    bus.start()
+    bus.exit()
+    assert read(status.path)["pid"] == os.getppid()
 
 
 def test_a_restart_is_recorded_and_the_first_start_time_is_kept(tmp_path, monkeypatch):
@@ -102,7 +142,8 @@ def test_a_pid_file_naming_a_live_process_but_not_locked_is_stale(tmp_path):
         control.read_pid(str(pidfile))
 
 
-def test_stop_signals_and_waits_for_the_exit(tmp_path, spawn):
+@pytest.mark.parametrize("timeout", [10, float("inf")])  # inf (wspbus stop --timeout inf): no limit
+def test_stop_signals_and_waits_for_the_exit(tmp_path, spawn, timeout):
     pidfile = tmp_path / "site.pid"
     child = spawn(LOCKED_PID_FILE + """
     done = threading.Event()
@@ -113,7 +154,7 @@ def test_stop_signals_and_waits_for_the_exit(tmp_path, spawn):
     """, str(pidfile))
     child.expect("ready")
     assert control.read_pid(str(pidfile)) == child.pid
-    assert control.stop(str(pidfile), timeout=10) == child.pid
+    assert control.stop(str(pidfile), timeout=timeout) == child.pid
     assert child.proc.poll() is not None or child.wait(1) == 0  # gone when stop() returned
     child.expect("got SIGTERM")
 

@@ -9,7 +9,7 @@ import pytest
 from serve_support import get
 
 import wspbus
-from wspbus.config import ConfigError, PluginConfig, SiteConfig
+from wspbus.config import ConfigError, PluginConfig, ServerConfig, SiteConfig
 from wspbus.launch import build_plugins, deploy
 from wspbus.site import Site, mount_app
 
@@ -70,6 +70,8 @@ def test_a_site_inside_a_test_process_handles_no_signals_and_routes_no_logs():
      r"^site\.toml: \[plugins\.reload\] frequncy: unknown setting \(expected one of: frequency, match, backend\)$"),
     ({"reload": plugin_config("reload", frequency=-1)},
      r"^site\.toml: \[plugins\.reload\]: Autoreloader frequency must be a positive number"),
+    ({"reload": plugin_config("reload", match="(")},
+     r"^site\.toml: \[plugins\.reload\]: Autoreloader match must be a regular expression, not '\('"),
     ({"warp": plugin_config("warp")}, r"unknown plugin 'warp' \(expected one of: signals, logs,"),
     ({"threads": plugin_config("threads", enabled="yes")}, r"\[plugins\.threads\] enabled: expected true or false"),
 ])
@@ -146,3 +148,11 @@ def test_quickstart_serves_several_apps_until_sigterm(spawn):
 def test_quickstart_refuses_a_bad_bind_with_a_clear_error():
     with pytest.raises(ConfigError, match=r"^quickstart\(\) bind: bad bind 'localhost'"):
         wspbus.launch.quickstart(hello, bind="localhost", bus=wspbus.Bus())
+
+
+def test_an_unknown_server_is_a_configuration_error_naming_where():
+    config = SiteConfig(source="site.toml", servers=[ServerConfig(binds=["127.0.0.1:0"], server="bogus")])
+    with pytest.raises(ConfigError, match=r"^site\.toml: \[\[server\]\] #1 server: unknown server 'bogus': expected auto, "):
+        deploy(wspbus.Bus(), config, Site([mount_app("/", hello)]), own_process=False)
+    with pytest.raises(ConfigError, match=r"^quickstart\(\) server: unknown server 'bogus'"):
+        wspbus.launch.quickstart(hello, bind="127.0.0.1:0", server="bogus", bus=wspbus.Bus())

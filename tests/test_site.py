@@ -12,6 +12,7 @@ import io
 import json
 import sys
 import textwrap
+import threading
 import uuid
 import wsgiref.util
 
@@ -332,6 +333,49 @@ def test_a_failing_lifespan_startup_fails_the_site_startup_with_its_message():
     asyncio.run(run())
     assert replies[0]["type"] == "lifespan.startup.failed"
     assert "b cannot reach its database" in replies[0]["message"]
+
+
+def run_lifespan_replies(app):
+    """The replies of ``app`` to 'lifespan.startup' then 'lifespan.shutdown' (if it asks for it)."""
+    replies = []
+
+    async def run():
+        inbox = asyncio.Queue()
+        for message in ({"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}):
+            await inbox.put(message)
+
+        async def send(message):
+            replies.append(message)
+
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, inbox.get, send)
+
+    asyncio.run(run())
+    return replies
+
+
+async def raises_once_started(scope, receive, send):
+    """Speaks lifespan (it asks for the first message), then fails by raising."""
+    await receive()
+    raise RuntimeError("db unreachable")
+
+
+def test_an_app_that_raises_after_receiving_startup_fails_the_site_startup():
+    site = Site([mount_app("/", lifespan_app([], "root")), mount_app("/x", raises_once_started)])
+    assert run_lifespan_replies(site.app()) == [
+        {"type": "lifespan.startup.failed", "message": "the app at /x: RuntimeError: db unreachable"}]
+
+
+def test_closing_the_site_ends_a2wsgis_threads_and_the_next_request_brings_them_back():
+    site = Site([mount_app("/", echo_wsgi), mount_app("/api", echo_asgi)])
+    app = site.app("wsgi")
+    before = set(threading.enumerate())
+    assert call_wsgi(app, "/api/x")[0] == 200
+    [loop_thread] = set(threading.enumerate()) - before  # the ASGI app's event loop
+    site.close()
+    loop_thread.join(10)
+    assert not loop_thread.is_alive()
+    assert json.loads(call_wsgi(app, "/api/y")[1]) == {"root_path": "/api", "path": "/api/y"}
+    site.close()
 
 
 # -- site errors --------------------------------------------------------------------------

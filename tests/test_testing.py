@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from serve_support import get
+from support import threads_left_running
 
 import wspbus
 from wspbus.plugins import SimplePlugin
@@ -62,3 +63,14 @@ def test_a_site_that_cannot_start_raises_and_leaves_nothing_running():
         with pytest.raises(Exception, match="address already in use"):
             with running_site(hello, bind=taken):
                 pass
+
+
+@pytest.mark.parametrize("server", ["cheroot", "uvicorn"])
+def test_a_mixed_site_gives_back_a2wsgis_threads_when_it_exits(server):
+    before = set(threading.enumerate())
+    with running_site({"/": hello, "/async": hello_async}, server=server) as site:
+        assert site.get("/async/x") == (200, b"async /async")
+        assert site.get("/") == (200, b"hello ")
+        adapted = [t.name for t in set(threading.enumerate()) - before if "a2wsgi" in t.name or "WSGI" in t.name]
+        assert adapted  # an event loop for the ASGI app on cheroot; a worker for the WSGI app on uvicorn
+    assert threads_left_running(before) == []

@@ -17,31 +17,33 @@ def _matches(path: str, prefix: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
-def _adapted(mount, protocol: str, threads: int | None = None) -> Callable[..., Any]:
-    """The mount's app speaking ``protocol``, wrapped by a2wsgi when it speaks the other one."""
+def _adapted(mount, protocol: str, bridges: list, threads: int | None = None) -> Callable[..., Any]:
+    """The mount's app speaking ``protocol``, wrapped by a2wsgi when it speaks the other one (the
+    wrapper is added to ``bridges``, whose threads Site.close() gives back)."""
     if mount.protocol == protocol:
         return mount.app
     try:
-        import a2wsgi
+        from .servers.bridge import AsgiAsWsgi, WsgiAsAsgi
+
+        bridge = WsgiAsAsgi(mount.app, threads) if protocol == "asgi" else AsgiAsWsgi(mount.app)
     except ImportError:
         from .site import SiteError
 
         raise SiteError("app %r is %s but the site is served as %s: install a2wsgi (pip install 'wspbus[asgi]')"
                         % (mount.target, mount.protocol.upper(), protocol.upper())) from None
-    if protocol == "asgi":
-        return a2wsgi.WSGIMiddleware(mount.app, workers=threads or 10)
-    return a2wsgi.ASGIMiddleware(mount.app)
+    bridges.append(bridge)
+    return bridge
 
 
 # -- WSGI ---------------------------------------------------------------------------------
 
 
-def wsgi_site(mounts: Sequence) -> Callable[..., Any]:
+def wsgi_site(mounts: Sequence, bridges: list) -> Callable[..., Any]:
     """One WSGI app for ``mounts`` (sorted longest prefix first)."""
     if len(mounts) == 1 and not mounts[0].prefix:
-        return _adapted(mounts[0], "wsgi")
+        return _adapted(mounts[0], "wsgi", bridges)
     # PATH_INFO holds UTF-8 bytes decoded as latin-1; compare prefixes the same way.
-    table = [(m.prefix.encode("utf-8").decode("latin-1"), _adapted(m, "wsgi")) for m in mounts]
+    table = [(m.prefix.encode("utf-8").decode("latin-1"), _adapted(m, "wsgi", bridges)) for m in mounts]
 
     def site(environ: dict, start_response: Callable) -> Any:
         path = environ.get("PATH_INFO", "")
@@ -59,9 +61,9 @@ def wsgi_site(mounts: Sequence) -> Callable[..., Any]:
 # -- ASGI ---------------------------------------------------------------------------------
 
 
-def asgi_site(mounts: Sequence, threads: int | None = None) -> Callable[..., Any]:
+def asgi_site(mounts: Sequence, bridges: list, threads: int | None = None) -> Callable[..., Any]:
     """One ASGI app for ``mounts`` (sorted longest prefix first)."""
-    table = [(m.prefix, _adapted(m, "asgi", threads)) for m in mounts]
+    table = [(m.prefix, _adapted(m, "asgi", bridges, threads)) for m in mounts]
     native = [(m.path, app) for (prefix, app), m in zip(table, mounts) if m.protocol == "asgi"]
     if len(mounts) == 1 and not mounts[0].prefix:
         return table[0][1]
@@ -92,61 +94,42 @@ async def _not_found(scope: dict, send: Callable) -> None:
 
 
 async def _lifespan(apps: list, scope: dict, receive: Callable, send: Callable) -> None:
-    """Run the lifespan protocol of every ASGI app ((path, app) pairs) at once; a failure of one
-    fails the step, with a message naming the app's mount point."""
+    """Run the lifespan protocol of every ASGI app ((path, app) pairs) at once, each with the
+    rules of servers/lifespan.py; a failure of one fails the step, naming the app's mount point."""
     import asyncio
 
-    runners = [_LifespanRunner(path, app, scope) for path, app in apps]
+    from .servers.lifespan import Lifespan, LifespanError
+
+    lifespans = [(path, Lifespan(app, state=scope.get("state"))) for path, app in apps]
     try:
-        for step in ("startup", "shutdown"):
-            message = await receive()
-            if message["type"] != "lifespan." + step:
-                return
-            errors = [e for e in await asyncio.gather(*(r.step(step) for r in runners)) if e is not None]
-            if errors:
-                await send({"type": "lifespan.%s.failed" % step, "message": "; ".join(errors)})
-                return
-            await send({"type": "lifespan.%s.complete" % step})
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        outcomes = await asyncio.gather(*(lifespan.startup() for _, lifespan in lifespans), return_exceptions=True)
+        failures = [(path, outcome) for (path, _), outcome in zip(lifespans, outcomes) if outcome is not None]
+        for _, outcome in failures:
+            if not isinstance(outcome, LifespanError):
+                raise outcome
+        if failures:
+            await send({"type": "lifespan.startup.failed", "message": _failure_message(failures)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        if message["type"] != "lifespan.shutdown":
+            return
+        errors = await asyncio.gather(*(lifespan.shutdown() for _, lifespan in lifespans))
+        failed = ["the app at %s: %s" % (path, error) for (path, _), error in zip(lifespans, errors) if error]
+        if failed:
+            await send({"type": "lifespan.shutdown.failed", "message": "; ".join(failed)})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
     finally:
-        for runner in runners:
-            runner.cancel()
+        for _, lifespan in lifespans:
+            lifespan.cancel()
 
 
-class _LifespanRunner:
-    """One app's lifespan task, fed one message at a time; an app that raises opts out."""
-
-    def __init__(self, path: str, app: Callable, scope: dict) -> None:
-        import asyncio
-
-        self.path = path
-        self._inbox: asyncio.Queue = asyncio.Queue()
-        self._outbox: asyncio.Queue = asyncio.Queue()
-        self._task = asyncio.ensure_future(app(dict(scope), self._inbox.get, self._outbox.put))
-        self._opted_out = False
-
-    async def step(self, step: str) -> str | None:
-        """Send 'lifespan.<step>'; None when complete (or unsupported), else the failure message."""
-        import asyncio
-
-        if self._opted_out:
-            return None
-        await self._inbox.put({"type": "lifespan." + step})
-        reply = asyncio.ensure_future(self._outbox.get())
-        done, _ = await asyncio.wait({reply, self._task}, return_when=asyncio.FIRST_COMPLETED)
-        if reply not in done:
-            reply.cancel()
-            self._opted_out = True  # the app returned or raised: it does not do lifespan
-            if not self._task.cancelled():
-                self._task.exception()  # retrieved: an app without lifespan support may raise
-            return None
-        message = reply.result()
-        if message["type"] == "lifespan.%s.failed" % step:
-            # Often a traceback: name the app on its last line, the one summaries keep.
-            lines = (message.get("message") or "lifespan %s failed" % step).rstrip().split("\n")
-            lines[-1] = "the app at %s: %s" % (self.path, lines[-1].strip())
-            return "\n".join(lines)
-        return None
-
-    def cancel(self) -> None:
-        if not self._task.done():
-            self._task.cancel()
+def _failure_message(failures: list) -> str:
+    """The apps' full messages (tracebacks, for the log), then one line naming each failed app."""
+    details = [error.details.rstrip().rpartition("\n")[0] for _, error in failures]
+    summary = "; ".join("the app at %s: %s" % (path, error.reason) for path, error in failures)
+    return "\n".join([*filter(None, details), summary])

@@ -57,11 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
         control = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         control.add_argument("--pidfile", required=True, metavar="FILE", help="the site's pid file")
         if name == "stop":
-            control.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
-                                 help="how long to wait for the exit (default: %(default)s)")
+            control.add_argument("--timeout", type=_timeout, default=60.0, metavar="SECONDS",
+                                 help="how long to wait for the exit (default: %(default)s; inf: no limit)")
         if name == "status":
             control.add_argument("--json", action="store_true", help="print the status record as JSON")
     return parser
+
+
+def _timeout(text: str) -> float | None:
+    """--timeout: seconds of 0 or more; inf waits without limit (None)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also NaN
+        raise argparse.ArgumentTypeError("expected a number of seconds of 0 or more (inf: no limit), got %r" % text)
+    return None if seconds == float("inf") else seconds
 
 
 def _add_serve(serve: argparse.ArgumentParser) -> None:

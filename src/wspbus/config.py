@@ -85,22 +85,33 @@ def _umask(value: Any) -> int:
     return value
 
 
+def _account(value: Any, by_name: Callable[[str], int], by_id: Callable[[int], int], what: str) -> int:
+    """A user or group given by name or by number (a string of digits is a number unless it is a name)."""
+    try:
+        if isinstance(value, str):
+            try:
+                return by_name(value)
+            except KeyError:
+                if not (value.isascii() and value.isdigit()):
+                    raise
+            return by_id(int(value))
+        if isinstance(value, int) and not isinstance(value, bool):
+            return by_id(value)
+    except (KeyError, OverflowError, ValueError):  # out of the id range (-5, 2**40); a NUL in a name
+        pass
+    raise _Expected("an existing %s name or %sid (no %s %r on this system)" % (what, what[0], what, value))
+
+
 def _user(value: Any) -> int:
     import pwd
 
-    try:
-        return pwd.getpwnam(value).pw_uid if isinstance(value, str) else pwd.getpwuid(value).pw_uid
-    except (KeyError, TypeError):
-        raise _Expected("an existing user name or uid (no user %r on this system)" % (value,)) from None
+    return _account(value, lambda name: pwd.getpwnam(name).pw_uid, lambda uid: pwd.getpwuid(uid).pw_uid, "user")
 
 
 def _group(value: Any) -> int:
     import grp
 
-    try:
-        return grp.getgrnam(value).gr_gid if isinstance(value, str) else grp.getgrgid(value).gr_gid
-    except (KeyError, TypeError):
-        raise _Expected("an existing group name or gid (no group %r on this system)" % (value,)) from None
+    return _account(value, lambda name: grp.getgrnam(name).gr_gid, lambda gid: grp.getgrgid(gid).gr_gid, "group")
 
 
 def _log_level(value: Any) -> str:
@@ -125,6 +136,31 @@ def _bind(value: Any) -> list[str]:
         except ValueError as exc:
             raise _Wrong(str(exc)) from None
     return binds
+
+
+def _file_binds(base: str) -> Callable[[Any], list[str]]:
+    """A file's binds: a relative ``unix:PATH`` is relative to the file's directory (``@NAME`` is no file)."""
+    def convert(value: Any) -> list[str]:
+        from .servers.binds import Bind
+
+        binds = []
+        for text in _bind(value):
+            bind = Bind.parse(text)
+            is_file = bind.kind == "unix" and not bind.path.startswith("@")
+            binds.append("unix:" + _path(base)(bind.path) if is_file else text)
+        return binds
+    return convert
+
+
+def _server_name(value: Any) -> str:
+    name = _text(value)
+    from .servers.httpserver import protocols_of
+
+    try:
+        protocols_of(name)
+    except ValueError as exc:  # an unknown name (a missing package is reported when it starts)
+        raise _Wrong(str(exc)) from None
+    return name
 
 
 def _plugin_path(value: Any) -> str:
@@ -213,7 +249,7 @@ def _site_fields(base: str) -> dict[str, tuple[str, Callable[[Any], Any]]]:
     }
 
 
-SERVER_FIELDS = {"bind": ("binds", _bind), "server": ("server", _text), "threads": ("threads", _positive_int)}
+SERVER_FIELDS = {"bind": ("binds", _bind), "server": ("server", _server_name), "threads": ("threads", _positive_int)}
 APP_FIELDS = {"target": ("target", _text), "mount": ("mount", _text), "protocol": ("protocol", _protocol)}
 TOP_LEVEL = ("site", "server", "app", "plugins", "plugin")
 
@@ -277,7 +313,8 @@ def from_document(document: dict, source: str) -> SiteConfig:
     _fill(config, document.get("site", {}), _site_fields(base), "%s: [site] " % source)
     for number, table in enumerate(_array_of_tables(document, "server", source), 1):
         server = ServerConfig()
-        _fill(server, table, SERVER_FIELDS, "%s: [[server]] #%d " % (source, number))
+        _fill(server, table, {**SERVER_FIELDS, "bind": ("binds", _file_binds(base))},
+              "%s: [[server]] #%d " % (source, number))
         config.servers.append(server)
     for number, table in enumerate(_array_of_tables(document, "app", source), 1):
         where = "%s: [[app]] #%d " % (source, number)
@@ -343,7 +380,7 @@ def command_line_servers(binds: list[str] | None, server: str | None, threads: i
     base = config.servers[0] if config.servers else ServerConfig()
     merged = ServerConfig(
         binds=convert("", "--bind", _bind, binds) if binds else base.binds,
-        server=server or base.server,
+        server=convert("", "--server", _server_name, server) if server else base.server,
         threads=convert("", "--threads", _positive_int, threads) if threads is not None else base.threads,
     )
     config.servers = [merged]

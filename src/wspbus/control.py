@@ -40,24 +40,43 @@ def status_path(pidfile: str) -> str:
 
 
 class StatusFile:
-    """Keeps the status file current: written on each state change, removed on a final exit."""
+    """Keeps the status file current: written on each state change, removed on a final exit.
+
+    The file belongs to the process holding the pid file: nothing is written before this
+    process has claimed it (PIDFile, start priority 70), so a second instance refused there
+    leaves the running site's status file alone; and it is removed only if it records our pid.
+    """
+
+    #: Just after PIDFile (70) claims the pid file, before the servers bind (75).
+    CLAIMED_PRIORITY = 71
 
     def __init__(self, bus: Any, pidfile: str, deployment: Any) -> None:
         self.bus = bus
         self.path = status_path(pidfile)
         self.deployment = deployment
         self.started_at: float | None = None
+        self.claimed = False
         self._unwatch = None
 
     def subscribe(self) -> None:
         self._unwatch = self.bus.watch_state(self.on_state)
+        self.bus.subscribe("start", self.on_claimed, self.CLAIMED_PRIORITY)
 
     def unsubscribe(self) -> None:
+        self.bus.unsubscribe("start", self.on_claimed)
         if self._unwatch is not None:
             self._unwatch()
             self._unwatch = None
 
+    def on_claimed(self) -> None:
+        """The pid file is ours (a start listener after PIDFile's): the status file is too."""
+        if not self.claimed:
+            self.claimed = True
+            self._write(self._record("STARTING"))
+
     def on_state(self, state: Any) -> None:
+        if not self.claimed:
+            return
         name = state.name
         if name == "STARTED":
             self.started_at = time.time()
@@ -92,9 +111,12 @@ class StatusFile:
 
     def _remove(self) -> None:
         try:
+            with open(self.path, encoding="utf-8") as file:
+                if json.load(file).get("pid") != os.getpid():
+                    return  # another process's record
             os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, ValueError, AttributeError):
+            pass  # gone, or not a record of ours (written whole by rename: never half of one)
         except OSError as exc:
             self.bus.log("Cannot remove the status file %s: %s" % (self.path, exc.strerror), level=30)
 
@@ -178,7 +200,12 @@ def send(pidfile: str, command: str) -> int:
 
 
 def stop(pidfile: str, timeout: float | None) -> int:
-    """SIGTERM the site and wait (on a pidfd, no polling) until it is gone or ``timeout`` passes."""
+    """SIGTERM the site and wait (on a pidfd, no polling) until it is gone or ``timeout`` passes.
+
+    ``timeout``: seconds; None or infinity waits without limit.
+    """
+    if timeout == float("inf"):
+        timeout = None  # a selector refuses an infinite timeout (OverflowError)
     pid = read_pid(pidfile)
     try:
         handle = os.pidfd_open(pid)

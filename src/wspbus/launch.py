@@ -212,12 +212,19 @@ def build_servers(bus: Any, site: Site, config: SiteConfig, health: Any = None) 
     from . import servers as _servers
 
     result = []
+    apps: dict[tuple, Any] = {}  # servers of one protocol and thread count serve one app: one lifespan, one loop
     for number, server_config in enumerate(config.servers or [ServerConfig()], 1):
         where = "%s: [[server]] #%d" % (config.source, number) if config.servers else config.source
-        protocol = _server_protocol(_servers, server_config.server, site.protocol)
-        app = site.app(protocol, threads=server_config.threads)
-        if health is not None:
-            app = health.wrap_asgi(app) if protocol == "asgi" else health.wrap_wsgi(app)
+        try:
+            protocol = _server_protocol(_servers, server_config.server, site.protocol)
+        except ValueError as exc:  # an unknown server name in a SiteConfig built by code
+            raise ConfigError("%s server: %s" % (where, exc)) from None
+        app = apps.get((protocol, server_config.threads))
+        if app is None:
+            app = site.app(protocol, threads=server_config.threads)
+            if health is not None:
+                app = health.wrap_asgi(app) if protocol == "asgi" else health.wrap_wsgi(app)
+            apps[protocol, server_config.threads] = app
         for bind in server_config.binds:
             try:
                 server = _servers.HTTPServer(bus, app, _servers.Bind.parse(bind), server=server_config.server,
@@ -254,6 +261,7 @@ def deploy(bus: Any, config: SiteConfig, site: Site | None = None, *, own_proces
 
         parts.append(StatusFile(bus, config.pidfile, deployment))
     subscribe_all(parts + deployment.servers, config.source)
+    bus.subscribe("stop", site.close, priority=90)  # once the servers stopped: a2wsgi's threads go
     bus.graceful_timeout = config.graceful_timeout
     return deployment
 
@@ -262,13 +270,23 @@ def deploy(bus: Any, config: SiteConfig, site: Site | None = None, *, own_proces
 
 
 def start(deployment: Deployment, out: TextIO | None = None) -> int:
-    """Start the bus and print the banner; EX_UNAVAILABLE with one line on stderr if it fails."""
+    """Start the bus and print the banner; EX_UNAVAILABLE with one line on stderr if it fails.
+
+    A daemon's launching process (waiting for the daemon's start) prints the same line and exits
+    with the same status.
+    """
+    daemon = deployment.plugins.get("daemon")
+    if daemon is not None:
+        daemon.owner_reports_failure = True
     try:
         deployment.bus.start()
     except Exception as exc:
         reasons = exc.get_instances() if hasattr(exc, "get_instances") else [exc]
         message = "; ".join(str(reason) or type(reason).__name__ for reason in reasons)
-        print("wspbus: error: the site could not start: %s" % message, file=sys.stderr, flush=True)
+        line = "wspbus: error: the site could not start: %s" % message
+        if daemon is not None:
+            daemon.report_start_failure(EX_UNAVAILABLE, line)
+        print(line, file=sys.stderr, flush=True)
         return EX_UNAVAILABLE
     announce(deployment, out)
     return EX_OK
@@ -317,6 +335,7 @@ def quickstart(app: Callable[..., Any] | Mapping[str, Callable[..., Any]], bind:
     apps = app if isinstance(app, Mapping) else {"/": app}
     site = Site([mount_app(prefix, each, protocol) for prefix, each in apps.items()])
     binds = _config.convert("quickstart() ", "bind", _config.SERVER_FIELDS["bind"][1], bind)
+    server = _config.convert("quickstart() ", "server", _config.SERVER_FIELDS["server"][1], server)
     config = SiteConfig(source="quickstart()", graceful_timeout=graceful_timeout, reload=reload,
                         servers=[ServerConfig(binds=binds, server=server, threads=threads)])
     deployment = deploy(bus, config, site)

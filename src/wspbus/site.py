@@ -196,6 +196,7 @@ class Site:
             if mount.prefix in seen:
                 raise SiteError("two apps are mounted at %r" % mount.path)
             seen.add(mount.prefix)
+        self._bridges: list = []  # the a2wsgi adapters app() made
 
     @classmethod
     def from_specs(cls, specs: Iterable[str | AppSpec], protocol: str | None = None) -> "Site":
@@ -217,10 +218,17 @@ class Site:
 
         protocol = protocol or self.protocol
         if protocol == "wsgi":
-            return _dispatch.wsgi_site(self.mounts)
+            return _dispatch.wsgi_site(self.mounts, self._bridges)
         if protocol == "asgi":
-            return _dispatch.asgi_site(self.mounts, threads=threads)
+            return _dispatch.asgi_site(self.mounts, self._bridges, threads=threads)
         raise SiteError("protocol %r, expected 'wsgi' or 'asgi'" % protocol)
+
+    def close(self) -> None:
+        """Give back the threads of the a2wsgi adapters of apps served across the protocol boundary
+        (an ASGI app's event loop, a WSGI app's thread pool). Call it once no server serves the
+        site (a deployed site does it at 'stop'); the next request brings them back."""
+        for bridge in self._bridges:
+            bridge.close()
 
     def describe(self) -> list[str]:
         """One line per mount, shortest prefix first: '/api -> pkg.api:app (asgi)'."""

@@ -35,7 +35,8 @@ CHILD = """\
     bus = Bus(graceful_timeout=10)
     bus.subscribe("log", lambda msg, level=20: print("LOG", msg, flush=True))
     SignalHandler(bus).subscribe()
-    Daemonizer(bus, stdout=work + "/out.log", stderr=work + "/err.log").subscribe()
+    daemonizer = Daemonizer(bus, stdout=work + "/out.log", stderr=work + "/err.log")
+    daemonizer.subscribe()
 
     def write(name, text):  # whole or not at all: the test waits for the name
         with open(work + "/" + name + ".tmp", "w") as f:
@@ -62,12 +63,19 @@ CHILD = """\
     bus.subscribe("start", record, priority=66)
     if mode == "hold":
         bus.subscribe("start", hold, priority=80)
-    if mode == "fail":
+    if mode in ("fail", "owner reports"):
         bus.subscribe("start", fail, priority=80)
+    daemonizer.owner_reports_failure = mode == "owner reports"
     if mode == "threads":
         threading.Thread(target=threading.Event().wait, name="early-worker", daemon=True).start()
     bus.subscribe("start", lambda: write("started", ""), priority=99)
-    bus.start()
+    try:
+        bus.start()
+    except Exception as exc:
+        if mode != "owner reports":
+            raise
+        daemonizer.report_start_failure(69, "site could not start:\\n%s" % exc.get_instances()[0])
+        sys.exit(69)
     bus.block()
     """
 
@@ -145,6 +153,15 @@ def test_a_failing_start_makes_the_launcher_exit_non_zero_with_the_error(spawn, 
     facts = daemon_facts(tmp_path, daemons)
     assert wait_exit(facts["pid"]) == 1  # the daemon shut down and ended on its own
     assert "Bus EXITED" in (tmp_path / "out.log").read_text()
+
+
+def test_the_code_starting_the_bus_may_report_the_failure_itself(spawn, tmp_path, daemons):
+    launcher = spawn(CHILD, str(tmp_path), "owner reports")
+    assert launcher.wait() == 69  # its status, not the bus's exit_code
+    assert "site could not start: database unreachable at db:5432" in launcher.output()  # made one line
+    assert "Daemon failed to start" not in launcher.output()
+    facts = daemon_facts(tmp_path, daemons)
+    assert wait_exit(facts["pid"]) == 69
 
 
 def test_other_threads_at_fork_time_are_warned_about(spawn, tmp_path, daemons):

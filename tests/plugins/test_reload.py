@@ -286,6 +286,7 @@ def test_match_selects_the_modules_whose_files_are_watched():
     (dict(frequency=0), "frequency must be a positive number of seconds, not 0"),
     (dict(frequency="1"), "frequency must be a positive number of seconds, not '1'"),
     (dict(backend="fsevents"), "backend must be one of 'auto', 'inotify', 'watchfiles', 'stat', not 'fsevents'"),
+    (dict(match="("), "match must be a regular expression, not '(' (missing ), unterminated subpattern"),
 ])
 def test_bad_options_are_refused_in_one_line(bad, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -57,6 +57,19 @@ def test_start_stop_server_is_ready_when_start_returns(bus):
     bus.stop()
 
 
+def test_graceful_restarts_only_a_serving_server_on_a_started_bus(bus):
+    legacy = LegacyServer()
+    adapter = ServerAdapter(bus, legacy)
+    adapter.subscribe()
+    bus.start()
+    first = legacy.httpd
+    bus.graceful()
+    assert legacy.ready and legacy.httpd is not first  # restarted
+    bus.stop()
+    bus.graceful()  # after the stop: nothing to restart
+    assert not legacy.ready and not adapter.running
+
+
 class DyingServer:
     """prepare()/serve()/stop(); serve() raises once ``die`` is set, as a crashed server would."""
 

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from serving import SERVER_PROTOCOLS, SlowApp, asgi_hello, assert_refused, get, hello_app, wsgi_hello
+from support import threads_left_running
 from wspbus._bus import ChannelFailures, states
 from wspbus.servers import SERVERS, BindError, HTTPServer, protocols_of
 
@@ -158,6 +159,15 @@ def test_graceful_restarts_the_server_on_the_same_socket(bus):
     assert get(address)[0] == 200
 
 
+def test_graceful_after_stop_does_not_serve_again(bus):
+    plugin = serve(bus, "stdlib", "127.0.0.1:0")
+    bus.start()
+    bus.stop()
+    bus.graceful()  # a SIGUSR1 after the stop, or during a restart's exit
+    assert not plugin.running and bus.state is states.STOPPED
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("HTTPServer")]
+
+
 def test_auto_picks_cheroot_for_wsgi_and_uvicorn_for_asgi(bus):
     assert HTTPServer(bus, wsgi_hello, "127.0.0.1:0").server == "cheroot"
     assert HTTPServer(bus, asgi_hello, "127.0.0.1:0", protocol="asgi").server == "uvicorn"
@@ -203,6 +213,20 @@ def test_wsgi_app_on_uvicorn_and_asgi_app_on_cheroot_are_adapted(bus):
     bus.start()
     assert get(on_uvicorn.address, "/w")[1].startswith(b"hello /w")
     assert get(on_cheroot.address, "/a")[1].startswith(b"hello /a")
+
+
+def test_the_a2wsgi_threads_of_an_adapted_app_end_at_stop_and_come_back_at_start(bus):
+    before = set(threading.enumerate())
+    on_uvicorn = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="uvicorn", protocol="wsgi")
+    on_cheroot = HTTPServer(bus, asgi_hello, "127.0.0.1:0", server="cheroot", protocol="asgi")
+    on_uvicorn.subscribe()
+    on_cheroot.subscribe()
+    for _ in range(2):
+        bus.start()
+        assert get(on_uvicorn.address, "/w")[1].startswith(b"hello /w")
+        assert get(on_cheroot.address, "/a")[1].startswith(b"hello /a")
+        bus.stop()
+        assert threads_left_running(before) == []
 
 
 def test_stop_without_start_is_harmless(bus):

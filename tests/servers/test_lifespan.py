@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 
@@ -9,7 +10,10 @@ import pytest
 
 from serving import asgi_hello, assert_refused, get
 from wspbus._bus import ChannelFailures, states
+from wspbus.config import ServerConfig, SiteConfig
+from wspbus.launch import deploy
 from wspbus.servers import HTTPServer, LifespanError
+from wspbus.site import Site, mount_app
 
 
 class RecordingApp:
@@ -138,3 +142,60 @@ def test_port_is_free_again_after_a_failed_startup(bus):
         bus.start()
     with socket.socket() as again:
         again.bind(("127.0.0.1", port))  # our listener was closed, not leaked
+
+
+class LoopCheckingApp:
+    """Like an app with a connection pool: what it makes at startup belongs to the startup's event
+    loop; each request says whether it runs on that loop."""
+
+    def __init__(self):
+        self.events = []
+        self.startup_loop = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                self.events.append(message["type"])
+                if message["type"] == "lifespan.startup":
+                    self.startup_loop = asyncio.get_running_loop()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        same = asyncio.get_running_loop() is self.startup_loop
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"startup's loop" if same else b"another loop"})
+
+
+def test_the_binds_of_one_app_share_its_loop_and_its_lifespan_runs_once(bus):
+    app = LoopCheckingApp()
+    binds = [serve(bus, app), serve(bus, app)]
+    bus.start()
+    assert app.events == ["lifespan.startup"]
+    assert [get(plugin.address) for plugin in binds] == [(200, b"startup's loop")] * 2
+    bus.stop()
+    assert app.events == ["lifespan.startup", "lifespan.shutdown"]
+    bus.start()  # started again: a new loop, a new startup, shared again
+    assert [get(plugin.address) for plugin in binds] == [(200, b"startup's loop")] * 2
+    assert app.events == ["lifespan.startup", "lifespan.shutdown", "lifespan.startup"]
+
+
+def test_the_server_tables_of_a_site_share_its_loop_and_its_lifespan_runs_once(bus):
+    app = LoopCheckingApp()
+    site = Site([mount_app("/", app), mount_app("/other", asgi_hello)])
+    tables = [ServerConfig(binds=["127.0.0.1:0", "127.0.0.1:0"]), ServerConfig(binds=["127.0.0.1:0"])]
+    deployment = deploy(bus, SiteConfig(source="test", servers=tables, graceful_timeout=5.0), site, own_process=False)
+    bus.start()
+    assert app.events == ["lifespan.startup"]
+    assert [get(server.address) for server in deployment.servers] == [(200, b"startup's loop")] * 3
+
+
+def test_a_site_app_that_raises_at_startup_fails_the_start_naming_its_mount_point(bus):
+    site = Site([mount_app("/", RecordingApp()),
+                 mount_app("/x", RecordingApp(raise_at_startup=RuntimeError("db unreachable")))])
+    plugin = serve(bus, site.app())
+    with pytest.raises(ChannelFailures) as caught:
+        bus.start()
+    assert [str(error) for error in caught.value.get_instances()] == [
+        "ASGI lifespan startup failed: the app at /x: RuntimeError: db unreachable"]
+    assert_refused(plugin.address)

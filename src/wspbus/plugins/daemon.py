@@ -9,7 +9,10 @@ Unlike the classic recipe, the launching process does not exit at once. It waits
 from the daemon, until the daemon's bus is STARTED (exit status 0) or its start failed (exit
 status the daemon's ``bus.exit_code``, else 1, after printing the daemon's error to the
 launcher's stderr, which is still the terminal or the service manager's log). A daemon that
-dies before either is reported too: the pipe closes with nothing written.
+dies before either is reported too: the pipe closes with nothing written. The code that calls
+``bus.start()`` may tell the failure itself, with its own exit status and line (``wspbus serve``
+does, so a daemon that cannot start ends the launcher as an attached site would):
+set ``owner_reports_failure`` before the start and call ``report_start_failure()`` when it fails.
 
 Threads do not survive a fork, and a lock one of them held stays locked in the daemon, so
 the Daemonizer warns when other threads run at fork time. Threads that mark themselves with
@@ -51,6 +54,9 @@ class Daemonizer(SimplePlugin):
         self.stderr = stderr
         self.umask = umask
         self.finalized = False
+        #: True: a failed start is told by report_start_failure(), not when the bus stops.
+        self.owner_reports_failure = False
+        self._report: StartReport | None = None
 
     def start(self) -> None:
         """Become the daemon; the launching process waits for the outcome and exits with it."""
@@ -68,13 +74,18 @@ class Daemonizer(SimplePlugin):
         os.close(report_fd)
         _detach(write_fd)
         os.environ[DAEMON_PID_ENV] = str(os.getpid())
-        StartReport(self.bus, write_fd)
+        self._report = StartReport(self.bus, write_fd, deferred=self.owner_reports_failure)
         self.finalized = True
         self._settle()
         self._redirect_streams()
         self.bus.log("Daemonized to PID: %d" % os.getpid())
 
     start.priority = 65
+
+    def report_start_failure(self, status: int, line: str) -> None:
+        """In the daemon, after its start failed: the launcher prints ``line`` and exits ``status``."""
+        if self._report is not None:
+            self._report.fail(status, line)
 
     def _settle(self) -> None:
         os.chdir("/")  # hold no mount busy
@@ -100,7 +111,7 @@ class Daemonizer(SimplePlugin):
         if status == 0:
             self.bus.log("Daemon started: %s; the launching process exits." % message)
         else:
-            sys.stderr.write("Daemon failed to start: %s\n" % message)
+            sys.stderr.write(message + "\n")
         _flush_stdio()
         os._exit(status)
 
@@ -124,20 +135,23 @@ def _detach(write_fd: int) -> None:
         if os.fork():
             os._exit(0)
     except BaseException as exc:  # the launcher must hear of it; nothing here may return
-        _write_all(write_fd, b"1 cannot detach: %s\n" % str(exc).encode(errors="replace"))
+        _write_all(write_fd, b"1 Daemon failed to start: cannot detach: %s\n" % _one_line(str(exc)))
         os._exit(1)
 
 
 class StartReport:
     """Tells the launcher, through a pipe, whether this daemon's bus reached STARTED.
 
-    The message of a failure is the last line (``Type: message``) of the first error the bus
-    logged since, which is how the bus reports a failing start listener.
+    The report is an exit status and the line the launcher prints. Unless ``deferred`` (the
+    caller of ``bus.start()`` then calls fail()), a failure is told as the bus stops: exit status
+    ``bus.exit_code`` and the last line (``Type: message``) of the first error the bus logged
+    since, which is how the bus reports a failing start listener.
     """
 
-    def __init__(self, bus: Bus, fd: int) -> None:
+    def __init__(self, bus: Bus, fd: int, deferred: bool = False) -> None:
         self.bus = bus
         self.fd: int | None = fd
+        self.deferred = deferred
         self.first_error: str | None = None
         bus.subscribe("log", self.note_error)
         self._unwatch = bus.watch_state(self.on_state)
@@ -152,10 +166,13 @@ class StartReport:
             return
         if state is states.STARTED:
             self.send(b"0 pid %d\n" % os.getpid())
-        else:
+        elif not self.deferred:
             reason = self.first_error or "the bus stopped before it was STARTED"
-            status = self.bus.exit_code or 1
-            self.send(b"%d %s\n" % (status, reason.encode(errors="replace")))
+            self.fail(self.bus.exit_code or 1, "Daemon failed to start: %s" % reason)
+
+    def fail(self, status: int, line: str) -> None:
+        """Have the launcher print ``line`` (one line) and exit with ``status`` (non-zero)."""
+        self.send(b"%d %s\n" % (status or 1, _one_line(line)))
 
     def send(self, line: bytes) -> None:
         fd, self.fd = self.fd, None
@@ -182,9 +199,13 @@ def read_report(fd: int) -> tuple[int, str]:
     line = data.split(b"\n", 1)[0].decode(errors="replace")
     status, _, message = line.partition(" ")
     if not status.isdigit():
-        return 1, "the daemon ended before its bus was STARTED (see its log)"
+        return 1, "Daemon failed to start: the daemon ended before its bus was STARTED (see its log)"
     code = int(status)
     return (code if code < 256 else 1), message  # an exit status is one byte
+
+
+def _one_line(text: str) -> bytes:
+    return " ".join(text.split("\n")).encode(errors="replace")
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -60,6 +60,10 @@ class Autoreloader(SimplePlugin):
         if backend not in BACKENDS:
             raise ValueError("Autoreloader backend must be one of %s, not %r"
                              % (", ".join(map(repr, BACKENDS)), backend))
+        try:
+            re.compile(match)
+        except (re.error, TypeError) as exc:
+            raise ValueError("Autoreloader match must be a regular expression, not %r (%s)" % (match, exc)) from None
         super().__init__(bus)
         self.frequency = frequency
         self.match = match

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .._bus import states
 from ..plugins.base import SimplePlugin
 
 __all__ = ["ServerAdapter"]
@@ -141,8 +142,17 @@ class ServerAdapter(SimplePlugin):
 
     def graceful(self) -> None:
         """Restart the server (CherryPy's meaning of 'graceful' for a server)."""
-        self.stop()
-        self.start()
+        if self._may_restart():
+            self.stop()
+            self.start()
+
+    def _may_restart(self) -> bool:
+        """Only a serving server on a STARTED bus: not after a stop, nor during an exit or restart."""
+        if self.running and self.bus.state is states.STARTED:
+            return True
+        self.bus.log("Not restarting %s (%s, bus %s)" % (self.description, "serving" if self.running else
+                                                         "not serving", self.bus.state.name), level=10)
+        return False
 
 
 def _one_line(exc: BaseException) -> str:

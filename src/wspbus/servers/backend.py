@@ -12,7 +12,7 @@ close its copy when it stops, while the listening socket itself stays open for a
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 __all__ = ["ServeOptions", "Waker"]
@@ -34,6 +34,9 @@ class ServeOptions:
     log: Callable[..., None] = _no_log
     #: Names the server's threads.
     name: str = "wspbus"
+    #: Servers given the same key (not None) share one event loop, and the app's ASGI lifespan runs
+    #: once for all of them (HTTPServer: one key per bus and app, so the binds of a site share both).
+    shared_loop: Hashable | None = None
 
 
 class Waker:

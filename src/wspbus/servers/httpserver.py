@@ -117,7 +117,8 @@ class HTTPServer(ServerAdapter):
         self.threads = threads
         #: Where the server listens once started: (host, port) for TCP, the path for a Unix socket.
         self.address: Any = None
-        self._served_app = _served_app(app, protocol, self.server, access_log, threads)
+        self._bridge = _bridge(app, protocol, self.server, threads)
+        self._served_app = _with_access_log(self._bridge or app, self.server, access_log)
         self._listener: socket.socket | None = None
         self._listener_identity: tuple[int, int] | None = None
         self._name_across_exec = _claim_name(str(self.bind))
@@ -146,7 +147,8 @@ class HTTPServer(ServerAdapter):
             self._listener = self._acquire_listener()
         self.address = _address_of(self._listener)
         options = ServeOptions(threads=self.threads, graceful_timeout=self.bus.graceful_timeout,
-                               log=self.bus.log, name="wspbus %s" % self.bind)
+                               log=self.bus.log, name="wspbus %s" % self.bind,
+                               shared_loop=(id(self.bus), id(self.app)))
         module = importlib.import_module("." + _SERVER_INFO[self.server][0], __package__)
         copy = self._listener.dup()
         try:
@@ -174,11 +176,14 @@ class HTTPServer(ServerAdapter):
         finally:
             if keep:
                 self._release_listener(keep=True)
+            if self._bridge is not None:
+                self._bridge.close()  # its threads go; a start after this stop makes new ones
 
     def graceful(self) -> None:
         """Restart the server on the same listening socket: no connection is refused meanwhile."""
-        super().stop()
-        self.start()
+        if self._may_restart():
+            super().stop()
+            self.start()
 
     def _acquire_listener(self) -> socket.socket:
         fd = _reexec.take_inherited(self._name_across_exec)
@@ -212,19 +217,21 @@ def _address_of(sock: socket.socket) -> Any:
     return address
 
 
-def _served_app(app: Any, protocol: str, server: str, access_log: bool, threads: int | None) -> Any:
-    """``app`` in the protocol ``server`` speaks (adapted with a2wsgi), with the access log."""
+def _bridge(app: Any, protocol: str, server: str, threads: int | None) -> Any:
+    """``app`` adapted with a2wsgi to the protocol ``server`` speaks; None if it speaks the app's."""
     spoken = _SERVER_INFO[server][2]
-    if protocol != spoken:
-        try:
-            import a2wsgi
-        except ImportError:
-            raise ValueError("serving a %s app with %s needs a2wsgi: pip install wspbus[asgi]"
-                             % (protocol.upper(), server)) from None
-        if spoken == "asgi":
-            app = a2wsgi.WSGIMiddleware(app, workers=threads or 10)
-        else:
-            app = a2wsgi.ASGIMiddleware(app)
+    if protocol == spoken:
+        return None
+    try:
+        from .bridge import AsgiAsWsgi, WsgiAsAsgi
+
+        return WsgiAsAsgi(app, threads) if spoken == "asgi" else AsgiAsWsgi(app)
+    except ImportError:
+        raise ValueError("serving a %s app with %s needs a2wsgi: pip install wspbus[asgi]"
+                         % (protocol.upper(), server)) from None
+
+
+def _with_access_log(app: Any, server: str, access_log: bool) -> Any:
     if not access_log:
         return app
-    return asgi_access_log(app) if spoken == "asgi" else wsgi_access_log(app)
+    return asgi_access_log(app) if _SERVER_INFO[server][2] == "asgi" else wsgi_access_log(app)

@@ -4,8 +4,8 @@ Server-neutral: it runs on whatever loop serves the app (so that what the app op
 startup, a connection pool say, belongs to that loop). What the app stores in ``scope['state']``
 during startup reaches every request as a shallow copy, as the ASGI spec says.
 
-An app that raises before it has asked for the first lifespan message does not speak the
-protocol (the spec's rule); it is served without lifespan events. A failed startup
+An app that raises (or sends anything but a startup answer) before it has asked for the first
+lifespan message does not speak the protocol (the spec's rule); it is served without lifespan events. A failed startup
 ('lifespan.startup.failed', or an exception once startup was received) raises LifespanError
 with the app's message, which fails the bus's start.
 """
@@ -26,6 +26,13 @@ _ENDED = "wspbus.lifespan.ended"
 class LifespanError(StartupError):
     """The ASGI app failed its lifespan startup; the message is the app's own."""
 
+    def __init__(self, reason: str, details: str = "") -> None:
+        super().__init__("ASGI lifespan startup failed: %s" % reason)
+        #: One line saying why.
+        self.reason = reason
+        #: The app's whole message (often a traceback, ending with ``reason``).
+        self.details = details or reason
+
 
 def _no_log(msg: str, level: int = 20, traceback: bool = False) -> None:
     pass
@@ -34,11 +41,11 @@ def _no_log(msg: str, level: int = 20, traceback: bool = False) -> None:
 class Lifespan:
     """One app's lifespan: ``await startup()``, serve ``app_with_state``, ``await shutdown()``."""
 
-    def __init__(self, app: Any, log: Callable[..., None] = _no_log) -> None:
+    def __init__(self, app: Any, log: Callable[..., None] = _no_log, state: dict[str, Any] | None = None) -> None:
         self.app = app
         self.log = log
-        #: Filled by the app during startup; each request gets a shallow copy.
-        self.state: dict[str, Any] = {}
+        #: Filled by the app during startup (``state``: a dict to share); each request gets a shallow copy.
+        self.state: dict[str, Any] = {} if state is None else state
         #: False once the app showed it does not speak the lifespan protocol.
         self.supported = True
         self._task: asyncio.Task | None = None
@@ -48,9 +55,18 @@ class Lifespan:
 
     async def app_with_state(self, scope: dict, receive: Callable, send: Callable) -> None:
         """The app, with the lifespan state in each request's scope."""
-        if scope["type"] in ("http", "websocket"):
-            scope["state"] = self.state.copy()
-        await self.app(scope, receive, send)
+        await self.with_state(self.app)(scope, receive, send)
+
+    def with_state(self, app: Any) -> Callable[..., Any]:
+        """``app`` (this app, or a wrapper of it serving another bind) with the lifespan state in
+        each request's scope."""
+
+        async def app_with_state(scope: dict, receive: Callable, send: Callable) -> None:
+            if scope["type"] in ("http", "websocket"):
+                scope["state"] = self.state.copy()
+            await app(scope, receive, send)
+
+        return app_with_state
 
     async def startup(self) -> None:
         """Send 'lifespan.startup' and wait for the app's answer; LifespanError if it failed."""
@@ -61,26 +77,35 @@ class Lifespan:
         kind = message["type"]
         if kind == "lifespan.startup.complete":
             return
-        if kind == _ENDED and not self._asked:
-            self.supported = False
+        if not self._asked and kind != "lifespan.startup.failed":
+            self.supported = False  # it never asked for a lifespan message: it does not speak the protocol
             self.log("ASGI lifespan: the app does not support it (%s); serving without it"
-                     % _describe(message["error"]), 10)
+                     % (_describe(message["error"]) if kind == _ENDED else "it sent %r" % kind), 10)
             return
-        raise LifespanError("ASGI lifespan startup failed: %s" % self._failure_text(message, "startup"))
+        reason = self._failure_text(message, "startup")
+        raise LifespanError(reason, str(message.get("message") or ""))
 
-    async def shutdown(self, timeout: float | None = None) -> None:
-        """Send 'lifespan.shutdown' and wait (bounded) for the app; failures are logged."""
+    async def shutdown(self, timeout: float | None = None) -> str | None:
+        """Send 'lifespan.shutdown' and wait (bounded) for the app; a failure is logged and returned."""
         if not self.supported or self._task is None or self._task.done():
-            return
+            return None
         await self._to_app.put({"type": "lifespan.shutdown"})
         try:
             message = await asyncio.wait_for(self._from_app.get(), timeout)
         except asyncio.TimeoutError:
             self.log("ASGI lifespan shutdown did not finish within %g s" % timeout, 40)
             self._task.cancel()
-            return
-        if message["type"] != "lifespan.shutdown.complete":
-            self.log("ASGI lifespan shutdown failed: %s" % self._failure_text(message, "shutdown"), 40)
+            return "it did not finish within %g s" % timeout
+        if message["type"] == "lifespan.shutdown.complete":
+            return None
+        reason = self._failure_text(message, "shutdown")
+        self.log("ASGI lifespan shutdown failed: %s" % reason, 40)
+        return reason
+
+    def cancel(self) -> None:
+        """End the app's lifespan task if it still runs (its loop is about to stop serving it)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
 
     def _failure_text(self, message: dict, phase: str) -> str:
         """One line saying why; the app's full message (often a traceback) goes to the log."""

@@ -1,23 +1,28 @@
 """uvicorn: the asyncio ASGI server, with the app's lifespan tied to the bus.
 
-The server's whole life runs on one event loop in its own thread: lifespan startup, then
-uvicorn's startup on the given listener (prepare() returns when both are done, or raises the
-app's startup failure), serving, and at stop() uvicorn's graceful shutdown followed by the
-lifespan shutdown. The lifespan is ours (servers/lifespan.py) rather than uvicorn's so that a
-failed startup carries the app's message to the bus. uvicorn's once-a-second tick still keeps
-its Date header fresh; a stop ends it at once instead of at its next tick.
+Every server of one app (the binds of a site: same ``options.shared_loop``) runs on one event loop
+in a thread of its own, and the app's lifespan runs once on it: startup when the first of them
+starts, shutdown after the last has stopped, so what the app opens at startup (a connection pool,
+say) serves every bind. prepare() returns once the lifespan startup is done and uvicorn accepts on
+the given listener (or raises the app's startup failure); stop() runs uvicorn's graceful shutdown.
+The lifespan is ours (servers/lifespan.py) rather than uvicorn's so that a failed startup carries
+the app's message to the bus. uvicorn's once-a-second tick still keeps its Date header fresh; a
+stop ends it at once instead of at its next tick.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import socket
 import threading
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from .backend import ServeOptions
 from .binds import BACKLOG
 from .lifespan import Lifespan
+from .loop import LoopThread
 
 __all__ = ["create"]
 
@@ -26,82 +31,113 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> "Uvicorn
     return UvicornServer(app, listener, options)
 
 
+class _AppLoop:
+    """The loop and the lifespan the servers of one app share; the last one to leave ends both."""
+
+    def __init__(self, app: Any, options: ServeOptions, loop_factory: Callable[[], Any] | None) -> None:
+        self.lifespan = Lifespan(app, options.log)
+        self.thread = LoopThread("%s loop" % options.name, loop_factory)
+        self.users = 0
+        self.started = False
+        self.starting = threading.Lock()
+
+
+_app_loops: dict[Hashable, _AppLoop] = {}
+_app_loops_lock = threading.Lock()
+
+
+def _join(key: Hashable | None, app: Any, options: ServeOptions, loop_factory: Callable[[], Any] | None) -> _AppLoop:
+    """The app's shared loop, its lifespan started (by the first server to join); raises its failure."""
+    with _app_loops_lock:
+        shared = _app_loops.get(key) if key is not None else None
+        if shared is None:
+            shared = _AppLoop(app, options, loop_factory)
+            if key is not None:
+                _app_loops[key] = shared
+        shared.users += 1
+    try:
+        with shared.starting:
+            if not shared.started:
+                shared.thread.run(shared.lifespan.startup())
+                shared.started = True
+    except BaseException:
+        _leave(key, shared, options.graceful_timeout)
+        raise
+    return shared
+
+
+def _leave(key: Hashable | None, shared: _AppLoop, timeout: float | None) -> None:
+    """One server less; after the last, the lifespan shutdown (bounded by ``timeout``) and the loop's end."""
+    with _app_loops_lock:
+        shared.users -= 1
+        if shared.users:
+            return
+        if key is not None and _app_loops.get(key) is shared:
+            del _app_loops[key]
+    try:
+        if shared.started:
+            shared.thread.run(shared.lifespan.shutdown(timeout))
+    finally:
+        shared.thread.close()
+
+
 class UvicornServer:
-    """uvicorn.Server on a socket that already listens, run on a loop of its own."""
+    """uvicorn.Server on a socket that already listens, run on the loop its app's servers share."""
 
     def __init__(self, app: Any, listener: socket.socket, options: ServeOptions) -> None:
+        self._app = app
         self._listener = listener
         self._options = options
-        self._lifespan = Lifespan(app, options.log)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shared: _AppLoop | None = None
         self._stop_requested: asyncio.Event | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: Any = None  # the concurrent future of _serve() on the shared loop
 
     def prepare(self) -> None:
-        """Start the loop thread; return once the app started and the server accepts."""
+        """Join the app's loop (starting its lifespan); return once the server accepts."""
         import uvicorn
 
-        config = uvicorn.Config(self._lifespan.app_with_state, interface="asgi3", lifespan="off",
+        config = uvicorn.Config(self._app, interface="asgi3", lifespan="off",
                                 log_config=None, access_log=False, backlog=BACKLOG,
                                 timeout_graceful_shutdown=self._options.graceful_timeout)
-        config.load()
-        self._server = uvicorn.Server(config)
-        self._server.lifespan = config.lifespan_class(config)  # uvicorn's no-op: ours runs instead
-        self._loop = (config.get_loop_factory() or asyncio.new_event_loop)()
-        self._thread = threading.Thread(target=self._run_loop, name="%s loop" % self._options.name,
-                                        daemon=True)
-        self._thread.start()
-        self._started.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-
-    def serve(self) -> None:
-        """Wait for the loop thread; raise what ended it, if anything did."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def stop(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(self._stop_requested.set)
-            except RuntimeError:
-                pass  # the loop closed meanwhile: the server has already ended
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    # -- on the loop thread --------------------------------------------------------------
-
-    def _run_loop(self) -> None:
-        loop = self._loop
+        key = self._options.shared_loop
+        shared = _join(key, self._app, self._options, config.get_loop_factory())
         try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # prepare() or serve() raises it in the bus's threads
-            self._error = exc
-        finally:
-            self._started.set()
-            _close_loop(loop)
-
-    async def _main(self) -> None:
-        self._stop_requested = asyncio.Event()
-        try:
-            await self._lifespan.startup()
-            await self._server.startup(sockets=[self._listener])
+            config.app = shared.lifespan.with_state(self._app)
+            config.load()
+            self._server = uvicorn.Server(config)
+            self._server.lifespan = config.lifespan_class(config)  # uvicorn's no-op: ours runs instead
+            self._stop_requested = asyncio.Event()
+            shared.thread.run(self._server.startup(sockets=[self._listener]))
         except BaseException:
             self._listener.close()
+            _leave(key, shared, self._options.graceful_timeout)
             raise
-        self._started.set()
+        self._shared = shared
+        self._serving = shared.thread.submit(self._serve())
+
+    def serve(self) -> None:
+        """Wait until the server stopped; raise what ended it, if anything did."""
+        self._serving.result()
+
+    def stop(self) -> None:
+        shared, self._shared = self._shared, None
+        if shared is None:
+            return
+        try:
+            shared.thread.call_soon(self._stop_requested.set)
+            concurrent.futures.wait([self._serving])  # serve() reports what ended it
+        finally:
+            _leave(self._options.shared_loop, shared, self._options.graceful_timeout)
+
+    # -- on the shared loop --------------------------------------------------------------
+
+    async def _serve(self) -> None:
         ticker = asyncio.ensure_future(self._server.main_loop())
         stop = asyncio.ensure_future(self._stop_requested.wait())
         await asyncio.wait({ticker, stop}, return_when=asyncio.FIRST_COMPLETED)
         for task in (ticker, stop):
             task.cancel()
         await self._shutdown()
-        await self._lifespan.shutdown(self._options.graceful_timeout)
 
     async def _shutdown(self) -> None:
         """Stop accepting; if anything is in flight, uvicorn's graceful shutdown finishes it."""
@@ -117,17 +153,3 @@ class UvicornServer:
             await self._server.shutdown(sockets=[self._listener])
         else:
             self._listener.close()
-
-
-def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what the app left running, then close the loop (as asyncio.run does)."""
-    try:
-        leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in leftovers:
-            task.cancel()
-        if leftovers:
-            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.run_until_complete(loop.shutdown_default_executor())
-    finally:
-        loop.close()

@@ -1,0 +1,84 @@
+"""a2wsgi adapters that give their threads back: ``close()`` ends them, the next request brings them back.
+
+A WSGI app served by an ASGI server runs on a2wsgi's thread pool; an ASGI app served by a WSGI
+server runs on an event loop in a thread of its own. Both would outlive the server: whoever made
+the adapter closes it once no server uses it any more (HTTPServer at its stop, a deployed site
+after all its servers stopped), and a start after that gets fresh ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .loop import LoopThread
+
+__all__ = ["AsgiAsWsgi", "WsgiAsAsgi"]
+
+
+class _Bridge:
+    """The a2wsgi adapter of ``app``, made on first use and released by ``close()``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._made: tuple[Callable[..., Any], Callable[[], None]] | None = None
+        self._lock = threading.Lock()
+
+    def _make(self) -> tuple[Callable[..., Any], Callable[[], None]]:
+        """(the adapter, what releases its threads)."""
+        raise NotImplementedError
+
+    def _adapter(self) -> Callable[..., Any]:
+        made = self._made
+        if made is None:
+            with self._lock:
+                if self._made is None:
+                    self._made = self._make()
+                made = self._made
+        return made[0]
+
+    def close(self) -> None:
+        """Release the adapter's threads; the next request makes a new adapter."""
+        with self._lock:
+            made, self._made = self._made, None
+        if made is not None:
+            made[1]()
+
+
+class WsgiAsAsgi(_Bridge):
+    """A WSGI app as an ASGI app: a2wsgi's WSGIMiddleware, on ``threads`` worker threads (10 by default)."""
+
+    def __init__(self, app: Any, threads: int | None = None) -> None:
+        import a2wsgi  # noqa: F401  (fails here, at build time, when a2wsgi is missing)
+
+        super().__init__(app)
+        self.threads = threads or 10
+
+    def _make(self) -> tuple[Callable[..., Any], Callable[[], None]]:
+        import a2wsgi
+
+        middleware = a2wsgi.WSGIMiddleware(self.app, workers=self.threads)
+        # Idle workers end at once; one still busy (past the graceful timeout) ends when it returns.
+        return middleware, lambda: middleware.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        await self._adapter()(scope, receive, send)
+
+
+class AsgiAsWsgi(_Bridge):
+    """An ASGI app as a WSGI app: a2wsgi's ASGIMiddleware, on an event loop of its own."""
+
+    def __init__(self, app: Any) -> None:
+        import a2wsgi  # noqa: F401  (fails here, at build time, when a2wsgi is missing)
+
+        super().__init__(app)
+
+    def _make(self) -> tuple[Callable[..., Any], Callable[[], None]]:
+        import a2wsgi
+
+        loop = LoopThread("wspbus a2wsgi loop")
+        return a2wsgi.ASGIMiddleware(self.app, loop=loop.loop), loop.close
+
+    def __call__(self, environ: dict, start_response: Callable) -> Any:
+        return self._adapter()(environ, start_response)
