@@ -26,6 +26,11 @@ from .loop import LoopThread
 
 __all__ = ["create"]
 
+#: How long a stop waits for the first request of a connection accepted just before it. uvicorn
+#: closes a connection without a request as idle, so its client, which has sent (or is sending)
+#: a request, would see a reset instead of an answer.
+FIRST_REQUEST_WAIT = 0.25
+
 
 def create(app: Any, listener: socket.socket, options: ServeOptions) -> "UvicornServer":
     return UvicornServer(app, listener, options)
@@ -148,8 +153,54 @@ class UvicornServer:
         # as idle (and closed by uvicorn's shutdown).
         for _ in range(2):
             await asyncio.sleep(0)
+        await _accepts_in_progress(FIRST_REQUEST_WAIT)
         state = self._server.server_state
+        await _first_requests(state.connections, FIRST_REQUEST_WAIT)
         if state.connections or state.tasks:
             await self._server.shutdown(sockets=[self._listener])
         else:
             self._listener.close()
+
+
+async def _accepts_in_progress(timeout: float) -> None:
+    """Let connections asyncio accepted just before the close become connections uvicorn knows.
+
+    asyncio accepts a socket at once but makes its transport in a task of its own
+    (``_accept_connection2``); until that task has run, uvicorn's shutdown cannot see the
+    connection, and the process would reset it on exit.
+    """
+    current = asyncio.current_task()
+    accepting = [task for task in asyncio.all_tasks()
+                 if task is not current and getattr(task.get_coro(), "__name__", "") == "_accept_connection2"]
+    if accepting:
+        await asyncio.wait(accepting, timeout=timeout)
+
+
+async def _first_requests(connections: set, timeout: float) -> None:
+    """Wait (at most ``timeout``) until every connection that has not yet sent its first request
+    has sent it (it then counts as in flight) or closed. Woken by the bytes themselves."""
+    arrived = asyncio.Event()
+
+    def waiting() -> list:
+        return [c for c in connections if getattr(c, "cycle", True) is None and not c.transport.is_closing()]
+
+    for connection in waiting():
+        _notify_on_data(connection, arrived)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while waiting() and loop.time() < deadline:
+        arrived.clear()
+        try:
+            await asyncio.wait_for(arrived.wait(), deadline - loop.time())
+        except asyncio.TimeoutError:
+            break
+
+
+def _notify_on_data(connection: Any, arrived: asyncio.Event) -> None:
+    receive = connection.data_received
+
+    def data_received(data: bytes) -> None:
+        receive(data)
+        arrived.set()
+
+    connection.data_received = data_received  # the transport looks the method up per call
