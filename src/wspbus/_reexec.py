@@ -99,12 +99,23 @@ def reexec(args: list[str]) -> None:
 
         os.environ[FDS_ENV] = json.dumps({"pid": os.getpid(), "fds": {n: fd for fd, n in _kept.items()}})
     mark_close_on_exec(set(_kept))
+    flush_stdio()
+    os.execv(args[0], args)
+
+
+def flush_stdio() -> None:
+    """Write out what Python still buffers for stdout and stderr (before exec, fork or _exit)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (AttributeError, OSError, ValueError):
-            pass
-    os.execv(args[0], args)
+            pass  # closed, detached or replaced by something without flush()
+
+
+def end_process(status: int) -> None:
+    """End the process now with ``status``: no cleanup beyond flushing stdio, no thread joins."""
+    flush_stdio()
+    os._exit(status)
 
 
 def bound_interpreter_exit(timeout: float, log: Callable[..., None], status: Callable[[], int]) -> None:
@@ -151,9 +162,4 @@ def _end_hung_exit(timeout: float, log: Callable[..., None], status: Callable[[]
         log("Exit still waiting after %g s on threads: %s; ending the process"
             % (timeout, ", ".join(t.name for t in stuck)), level=30)
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (AttributeError, OSError, ValueError):
-                pass
-        os._exit(status())
+        end_process(status())

@@ -29,6 +29,7 @@ import os
 import sys
 import threading
 
+from .. import _reexec
 from .._bus import Bus, State, states
 from .base import SimplePlugin
 
@@ -65,7 +66,7 @@ class Daemonizer(SimplePlugin):
             self._settle()  # a restart came back to the directory it started in
             return
         self._warn_about_threads()
-        _flush_stdio()
+        _reexec.flush_stdio()
         report_fd, write_fd = os.pipe()
         intermediate = os.fork()
         if intermediate:
@@ -112,11 +113,10 @@ class Daemonizer(SimplePlugin):
             self.bus.log("Daemon started: %s; the launching process exits." % message)
         else:
             sys.stderr.write(message + "\n")
-        _flush_stdio()
-        os._exit(status)
+        _reexec.end_process(status)
 
     def _redirect_streams(self) -> None:
-        _flush_stdio()
+        _reexec.flush_stdio()
         for fd, path, flags in (
             (0, self.stdin, os.O_RDONLY),
             (1, self.stdout, os.O_WRONLY | os.O_APPEND | os.O_CREAT),
@@ -211,11 +211,3 @@ def _one_line(text: str) -> bytes:
 def _write_all(fd: int, data: bytes) -> None:
     while data:
         data = data[os.write(fd, data):]
-
-
-def _flush_stdio() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, OSError, ValueError):
-            pass

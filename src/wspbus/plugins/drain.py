@@ -27,14 +27,13 @@ and the SignalHandler keeps doing the rest, the "second signal ends it at once" 
 from __future__ import annotations
 
 import math
-import os
 import queue
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from .. import _reexec
 from .._bus import Bus, ChannelFailures, State, states
 from ..health import DRAIN_CHANNEL
 from .base import SimplePlugin
@@ -180,12 +179,7 @@ class Drainer(SimplePlugin):
 
     def _end_at_once(self, signum: signal.Signals) -> None:
         self.bus.log("%s while shutting down: ending the process at once" % signum.name, level=30)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (AttributeError, OSError, ValueError):
-                pass
-        os._exit(128 + int(signum))
+        _reexec.end_process(128 + int(signum))
 
     def _state_changed(self, state: State) -> None:
         """The bus left STARTED by other means (exit(), a failure): do not keep it waiting."""

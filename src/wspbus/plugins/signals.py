@@ -34,6 +34,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .. import _reexec
 from .._bus import Bus, states
 
 __all__ = ["SignalHandler"]
@@ -185,12 +186,7 @@ class SignalHandler:
     def _exit_now(self, signum: int, name: str) -> None:
         status = 128 + signum
         self.bus.log("Received %s while shutting down: exiting now with status %d." % (name, status), level=40)
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (AttributeError, OSError, ValueError):
-                pass
-        os._exit(status)
+        _reexec.end_process(status)
 
     # -- actions ---------------------------------------------------------------------------
 
