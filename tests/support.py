@@ -11,7 +11,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -152,13 +151,6 @@ def http_get(host: str, port: int, path: str = "/", timeout: float = 5.0):
     from wspbus.testing import get
 
     return get("http://%s:%d" % ("[%s]" % host if ":" in host else host, port), path, timeout)
-
-
-def loopback_port() -> int:
-    """An ephemeral port that was free a moment ago (for children that must bind it themselves)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def threads_left_running(before: set, timeout: float = DEADLINE) -> list[str]:

@@ -274,6 +274,8 @@ class Bus:
             self.publish(channel)
             return
         listeners = self._ordered.get(channel, ())
+        if not listeners:
+            return
         failures = None
         index = 0
         with self._waker(register=False) as waker:
