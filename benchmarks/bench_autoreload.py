@@ -10,7 +10,8 @@ read from ``marker.py``, and runs a bus. Measured from outside the child:
   CPU clock (nanoseconds; the ticks are too coarse for figures well under 1%);
 * detect: from the save of ``marker.py`` to the child's "Restarting because" log line;
 * fresh: from the save to the marker line of the re-executed child, after it imported all
-  the modules again (so it includes Python's own import time, measured once and shown).
+  the modules again (so it includes Python's own import time: shown for the first start,
+  and for the restarted process, which wspbus gives a head start: see wspbus._import_map).
 
 Configurations: wspbus' Autoreloader with each backend (inotify, watchfiles, stat),
 CherryPy's Autoreloader on cherrypy.engine (its default, frequency 1 s), and each bus with
@@ -164,7 +165,7 @@ def measure(root: Path, mode: str, args) -> dict:
             "import": float(marker.group(2)),
             "idle_ticks": 100 * (ticks_after - ticks_before) / args.idle,
             "idle_clock": 100 * (clock_after - clock_before) / args.idle,
-            "detect": [], "fresh": [], "not_import": [],
+            "detect": [], "fresh": [], "not_import": [], "reimport": [],
         }
         if not mode.endswith("bare"):
             for value in range(1, args.rounds + 1):
@@ -187,6 +188,7 @@ def _save_and_time(child: Child, root: Path, value: int, rounds: int, result: di
     result["detect"].append(detected - saved)
     result["fresh"].append(fresh - saved)
     result["not_import"].append(fresh - saved - float(marker.group(1)))
+    result["reimport"].append(float(marker.group(1)))
 
 
 def report(results: dict, args) -> None:
@@ -194,16 +196,18 @@ def report(results: dict, args) -> None:
     print("%d generated modules in %d directories; idle window %g s; %d saves per reloader"
           % (args.packages * args.per_package, args.packages, args.idle, args.rounds))
     print()
-    row = "%-40s %10s %11s %7s %7s %12s %7s"
-    header = row % ("configuration", "idle %core", "idle %core", "detect", "fresh", "fresh minus", "import")
+    row = "%-40s %10s %11s %7s %7s %12s %7s %9s"
+    header = row % ("configuration", "idle %core", "idle %core", "detect", "fresh", "fresh minus", "import",
+                    "re-import")
     print(header)
-    print(row % ("", "(ticks)", "(cpu clock)", "ms", "ms", "re-import ms", "s"))
+    print(row % ("", "(ticks)", "(cpu clock)", "ms", "ms", "re-import ms", "s", "s"))
     print("-" * len(header))
     for mode, label in CONFIGS:
         r = results[mode]
         print(row % (label, "%.2f" % r["idle_ticks"], "%.3f" % r["idle_clock"], _median_ms(r["detect"]),
-                     _median_ms(r["fresh"]), _median_ms(r["not_import"]), "%.2f" % r["import"]))
-    print("(latencies: medians of the saves; import: the first start's import of all the modules)")
+                     _median_ms(r["fresh"]), _median_ms(r["not_import"]), "%.2f" % r["import"],
+                     "%.2f" % statistics.median(r["reimport"]) if r["reimport"] else "-"))
+    print("(latencies and re-import: medians of the saves; import: the first start's import of all the modules)")
     print()
     cherry = results["cherrypy"]
     for mode in ("wspbus-inotify", "wspbus-watchfiles", "wspbus-stat"):

@@ -5,7 +5,9 @@ arguments (a script, ``python -m pkg``, a console script), from the directory th
 started in. Descriptors registered with keep_across_exec() (listening sockets, so clients
 queue in the backlog during a restart instead of being refused) are inherited and named in
 the environment; every other descriptor is marked close-on-exec, found by listing the
-process's open descriptors rather than by trying every possible number.
+process's open descriptors rather than by trying every possible number. The new process
+also gets the old one's import map (see _import_map), which spares it the search for every
+module it imports again.
 """
 
 from __future__ import annotations
@@ -98,9 +100,23 @@ def reexec(args: list[str]) -> None:
         import json
 
         os.environ[FDS_ENV] = json.dumps({"pid": os.getpid(), "fds": {n: fd for fd, n in _kept.items()}})
-    mark_close_on_exec(set(_kept))
+    keep = set(_kept)
+    import_map = _hand_over_import_map()
+    if import_map is not None:
+        keep.add(import_map)
+    mark_close_on_exec(keep)
     flush_stdio()
     os.execv(args[0], args)
+
+
+def _hand_over_import_map() -> int | None:
+    """The descriptor of the import map for the new process (a head start, never required)."""
+    from . import _import_map
+
+    try:
+        return _import_map.hand_over()
+    except (OSError, ValueError):  # no temporary file to be had, a module that cannot be marshalled
+        return None
 
 
 def flush_stdio() -> None:

@@ -1,0 +1,33 @@
+"""Put on PYTHONPATH by wspbus for one restart only (see wspbus._import_map).
+
+Runs before ``__main__``: takes over the import map the old process handed over, takes this
+directory off sys.path and PYTHONPATH again, then runs the sitecustomize that this one
+stood in front of, if there is one, as the site module would have.
+"""
+
+
+def _take_over_then_run_the_real_one() -> None:
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+
+    here = os.path.dirname(__file__)
+    try:
+        from wspbus import _import_map
+    except ImportError:  # wspbus is put on sys.path by the program itself: use this copy
+        packages = os.path.dirname(os.path.dirname(os.path.abspath(here)))
+        sys.path.insert(0, packages)
+        try:
+            from wspbus import _import_map
+        finally:
+            sys.path.remove(packages)
+    _import_map.take_over(here)
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", sys.path)
+    if spec is not None and spec.loader is not None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["sitecustomize"] = module
+        spec.loader.exec_module(module)
+
+
+_take_over_then_run_the_real_one()
