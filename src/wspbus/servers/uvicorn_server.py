@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import socket
 import threading
+from asyncio import selector_events
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -145,7 +146,13 @@ class UvicornServer:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
-        """Stop accepting; if anything is in flight, uvicorn's graceful shutdown finishes it."""
+        """Stop accepting; if anything is in flight, uvicorn's graceful shutdown finishes it.
+
+        The servers close only once the connections asyncio already accepted have become
+        connections uvicorn knows: see _stop_accepting().
+        """
+        _stop_accepting(self._server.servers)
+        await _accepts_in_progress(FIRST_REQUEST_WAIT)
         for server in self._server.servers:
             server.close()
         # Two turns of the loop read what already arrived on open connections, so that a request
@@ -153,7 +160,6 @@ class UvicornServer:
         # as idle (and closed by uvicorn's shutdown).
         for _ in range(2):
             await asyncio.sleep(0)
-        await _accepts_in_progress(FIRST_REQUEST_WAIT)
         state = self._server.server_state
         await _first_requests(state.connections, FIRST_REQUEST_WAIT)
         if state.connections or state.tasks:
@@ -162,12 +168,32 @@ class UvicornServer:
             self._listener.close()
 
 
+def _stop_accepting(servers: list) -> None:
+    """Stop asyncio accepting on the servers' sockets, without closing the servers yet.
+
+    A selector loop accepts in a reader callback on the listening socket and makes each accepted
+    connection's transport in a task of its own, a loop turn later (``_accept_connection2``).
+    A server closed in between makes that task fail (the transport cannot attach to a closed
+    server, CPython gh-109564), and asyncio then neither closes the accepted socket nor reports
+    it: the connection, its request unread, is reset when the socket is collected or, on a
+    restart, at the exec. Without the reader no accept can follow; connections that arrive from
+    now on wait in the kernel's queue (for the next process, on a restart). The reader is a
+    selector loop's (asyncio's default); another loop (uvloop) accepts its own way, left as is.
+    """
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, selector_events.BaseSelectorEventLoop):
+        return
+    for server in servers:
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+
+
 async def _accepts_in_progress(timeout: float) -> None:
-    """Let connections asyncio accepted just before the close become connections uvicorn knows.
+    """Let connections asyncio accepted before _stop_accepting() become connections uvicorn knows.
 
     asyncio accepts a socket at once but makes its transport in a task of its own
     (``_accept_connection2``); until that task has run, uvicorn's shutdown cannot see the
-    connection, and the process would reset it on exit.
+    connection. The servers must still be open while it runs: see _stop_accepting().
     """
     current = asyncio.current_task()
     accepting = [task for task in asyncio.all_tasks()
