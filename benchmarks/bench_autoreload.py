@@ -208,6 +208,10 @@ def report(results: dict, args) -> None:
                      _median_ms(r["fresh"]), _median_ms(r["not_import"]), "%.2f" % r["import"],
                      "%.2f" % statistics.median(r["reimport"]) if r["reimport"] else "-"))
     print("(latencies and re-import: medians of the saves; import: the first start's import of all the modules)")
+    for mode, label in CONFIGS:
+        if results[mode]["fresh"]:
+            print("save -> fresh code, each save, %s: %s ms" % (
+                mode, ", ".join("%.0f" % (1000 * value) for value in results[mode]["fresh"])))
     print()
     cherry = results["cherrypy"]
     for mode in ("wspbus-inotify", "wspbus-watchfiles", "wspbus-stat"):
