@@ -1,14 +1,13 @@
 """Put on PYTHONPATH by wspbus for one restart only (see wspbus._import_map).
 
 Runs before ``__main__``: takes over the import map the old process handed over, takes this
-directory off sys.path and PYTHONPATH again, then runs the sitecustomize that this one
+directory off sys.path and PYTHONPATH again, then imports the sitecustomize that this one
 stood in front of, if there is one, as the site module would have.
 """
 
 
-def _take_over_then_run_the_real_one() -> None:
-    import importlib.machinery
-    import importlib.util
+def _take_over_then_import_the_real_one() -> None:
+    import importlib
     import os
     import sys
 
@@ -23,11 +22,13 @@ def _take_over_then_run_the_real_one() -> None:
         finally:
             sys.path.remove(packages)
     _import_map.take_over(here)
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", sys.path)
-    if spec is not None and spec.loader is not None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["sitecustomize"] = module
-        spec.loader.exec_module(module)
+    this = sys.modules.pop("sitecustomize")
+    try:
+        importlib.import_module("sitecustomize")
+    except ImportError as exc:
+        if exc.name != "sitecustomize":
+            raise
+        sys.modules["sitecustomize"] = this  # none other: the import system expects this one back
 
 
-_take_over_then_run_the_real_one()
+_take_over_then_import_the_real_one()
