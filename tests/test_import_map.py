@@ -8,6 +8,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 # Three incarnations of one process. Between the first and the second, one package's module is
 # edited in place (its directory is unchanged: the map holds for the whole package) and another
 # package gains a subpackage that shadows one of its modules (its directory changed: nothing
@@ -86,11 +88,11 @@ def make_tree(root):
         os.utime(directory, (an_hour_ago, an_hour_ago))
 
 
-def run_three_incarnations(spawn, tmp_path, *flags):
+def run_three_incarnations(spawn, tmp_path, *flags, env=None):
     make_tree(tmp_path)
     child = spawn([sys.executable, *flags, str(tmp_path / "program.py"), str(tmp_path)],
                   env={"PYTHONPATH": str(tmp_path / "usersite"), "PYTHONDONTWRITEBYTECODE": "",
-                       "TREE": str(tmp_path)})
+                       "TREE": str(tmp_path), **(env or {})})
     assert child.wait() == 0
     seen = {}
     for line in child.output().splitlines():
@@ -138,9 +140,10 @@ def test_the_new_process_keeps_nothing_of_the_hand_over(spawn, tmp_path):
     assert child.lines.count("user sitecustomize ran") == 3  # still run, in every incarnation
 
 
-def test_no_map_when_the_interpreter_ignores_the_environment(spawn, tmp_path):
-    child, seen = run_three_incarnations(spawn, tmp_path, "-E")
+@pytest.mark.parametrize("flags, env", [(["-E"], {}), ([], {"WSPBUS_NO_IMPORT_MAP": "1"})],
+                         ids=["python -E", "WSPBUS_NO_IMPORT_MAP"])
+def test_no_map_when_the_interpreter_ignores_the_environment_or_it_is_turned_off(spawn, tmp_path, flags, env):
+    child, seen = run_three_incarnations(spawn, tmp_path, *flags, env=env)
     for incarnation in (1, 2):
         assert seen[incarnation, "edited.b"] == "SourceFileLoader b"
     assert seen[1, "edited.a"] == "SourceFileLoader a, edited"
-    assert "WSPBUS_IMPORT_MAP" not in os.environ

@@ -31,6 +31,8 @@ from importlib.util import MAGIC_NUMBER
 
 #: Names the descriptor holding the map, and PYTHONPATH as it was before the restart.
 MAP_ENV = "WSPBUS_IMPORT_MAP"
+#: Set (to anything) to restart without a map: every module is searched for as usual.
+NO_MAP_ENV = "WSPBUS_NO_IMPORT_MAP"
 #: The directory whose sitecustomize takes the map over in the new process.
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_restart_site")
 _FORMAT = 1
@@ -44,9 +46,10 @@ def hand_over() -> int | None:
     """Write this process's import map to an unlinked file; its descriptor, to keep across exec.
 
     Sets the environment so that the next interpreter takes it over. Nothing is handed over
-    when that interpreter would not run sitecustomize or would ignore PYTHONPATH.
+    when that interpreter would not run sitecustomize or would ignore PYTHONPATH, or when
+    WSPBUS_NO_IMPORT_MAP is set.
     """
-    if sys.flags.no_site or sys.flags.ignore_environment:
+    if sys.flags.no_site or sys.flags.ignore_environment or os.environ.get(NO_MAP_ENV):
         return None
     modules, directories = _collect(list(sys.modules.items()))
     if not modules:
