@@ -19,6 +19,7 @@ any other loader (extensions, zip files, import hooks) are always looked up norm
 
 from __future__ import annotations
 
+import _imp
 import io
 import marshal
 import os
@@ -242,8 +243,6 @@ class HandedOverLoader(SourceFileLoader):
             code = marshal.loads(memoryview(data)[16:])
         except (EOFError, ValueError, TypeError):
             return super().get_code(fullname)
-        import _imp
-
         _imp._fix_co_filename(code, self.path)  # as the import system does for a moved cache
         return code
 
