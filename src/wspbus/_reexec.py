@@ -115,7 +115,7 @@ def _hand_over_import_map() -> int | None:
 
     try:
         return _import_map.hand_over()
-    except (OSError, ValueError):  # no temporary file to be had, a module that cannot be marshalled
+    except OSError:  # no temporary file to be had: the new process searches as usual
         return None
 
 
