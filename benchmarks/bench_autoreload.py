@@ -165,7 +165,7 @@ def measure(root: Path, mode: str, args) -> dict:
             "import": float(marker.group(2)),
             "idle_ticks": 100 * (ticks_after - ticks_before) / args.idle,
             "idle_clock": 100 * (clock_after - clock_before) / args.idle,
-            "detect": [], "fresh": [], "not_import": [], "reimport": [],
+            "detect": [], "fresh": [], "reimport": [],
         }
         if not mode.endswith("bare"):
             for value in range(1, args.rounds + 1):
@@ -187,7 +187,6 @@ def _save_and_time(child: Child, root: Path, value: int, rounds: int, result: di
     fresh, marker = child.expect(r"^MARKER %d imported \d+ modules in (\S+) s" % value)
     result["detect"].append(detected - saved)
     result["fresh"].append(fresh - saved)
-    result["not_import"].append(fresh - saved - float(marker.group(1)))
     result["reimport"].append(float(marker.group(1)))
 
 
@@ -205,7 +204,7 @@ def report(results: dict, args) -> None:
     for mode, label in CONFIGS:
         r = results[mode]
         print(row % (label, "%.2f" % r["idle_ticks"], "%.3f" % r["idle_clock"], _median_ms(r["detect"]),
-                     _median_ms(r["fresh"]), _median_ms(r["not_import"]), "%.2f" % r["import"],
+                     _median_ms(r["fresh"]), _median_ms([f - i for f, i in zip(r["fresh"], r["reimport"], strict=True)]), "%.2f" % r["import"],
                      "%.2f" % statistics.median(r["reimport"]) if r["reimport"] else "-"))
     print("(latencies and re-import: medians of the saves; import: the first start's import of all the modules)")
     for mode, label in CONFIGS:

@@ -194,15 +194,12 @@ class _Directories:
     def index(self, path: str) -> int | None:
         """The directory's place in ``identities``; None if it is missing or changing now."""
         if path not in self._index:
-            try:
-                st = os.stat(path)
-            except OSError:
-                st = None
-            if st is None or self._now - st.st_mtime_ns < _SETTLED_NS:
+            identity = _identity(path)
+            if identity is None or self._now - identity[2] < _SETTLED_NS:
                 self._index[path] = None
             else:
                 self._index[path] = len(self.identities)
-                self.identities.append((path, (st.st_dev, st.st_ino, st.st_mtime_ns)))
+                self.identities.append((path, identity))
         return self._index[path]
 
     def listing(self, path: str) -> _Listing | None:
@@ -288,11 +285,16 @@ class HandedOverFinder:
         unchanged = self._unchanged.get(index)
         if unchanged is None:
             path, identity = self._directories[index]
-            try:
-                st = os.stat(path)
-            except OSError:
-                unchanged = False
-            else:
-                unchanged = (st.st_dev, st.st_ino, st.st_mtime_ns) == tuple(identity)
+            unchanged = _identity(path) == tuple(identity)
             self._unchanged[index] = unchanged
         return unchanged
+
+
+def _identity(directory: str) -> tuple[int, int, int] | None:
+    """(st_dev, st_ino, st_mtime_ns): what a directory must keep for the map to hold; None if
+    it cannot be read. Both processes compare exactly this."""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
