@@ -11,7 +11,7 @@ read from ``marker.py``, and runs a bus. Measured from outside the child:
 * detect: from the save of ``marker.py`` to the child's "Restarting because" log line;
 * fresh: from the save to the marker line of the re-executed child, after it imported all
   the modules again (so it includes Python's own import time: shown for the first start,
-  and for the restarted process, which wspbus gives a head start: see wspbus._import_map).
+  and for the restarted process, which wspbus gives a head start: see wspbus._process.import_map).
 
 Configurations: wspbus' Autoreloader with each backend (inotify, watchfiles, stat),
 CherryPy's Autoreloader on cherrypy.engine (its default, frequency 1 s), and each bus with

@@ -89,6 +89,6 @@ def banner_port(url: str) -> int:
 
 def ended(pid: int) -> bool:
     """The process is gone or a zombie (it ended; its parent, maybe init, has not reaped it yet)."""
-    from wspbus.control import _alive
+    from wspbus.deploy.control import _alive
 
     return not _alive(pid)

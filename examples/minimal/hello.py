@@ -15,6 +15,6 @@ def app(environ, start_response):
 if __name__ == "__main__":
     import sys
 
-    from wspbus.launch import quickstart
+    from wspbus.deploy.launch import quickstart
 
     sys.exit(quickstart(app, bind=sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:8080"))

@@ -1,14 +1,14 @@
 """wspbus: a framework-neutral Web Site Process Bus.
 
 ``import wspbus`` loads only the bus core (stdlib only). Plugins live in ``wspbus.plugins``,
-HTTP server adapters in ``wspbus.servers``, the deployer in ``wspbus.launch``; every other
+HTTP server adapters in ``wspbus.servers``, the deployer in ``wspbus.deploy.launch``; every other
 name below is imported on first use.
 """
 
 from __future__ import annotations
 
-from ._bus import Bus, ChannelFailures, StartupError, State, states
-from ._lazy import lazy_exports
+from ._core.bus import Bus, ChannelFailures, StartupError, State, states
+from ._core.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -17,9 +17,9 @@ bus = Bus()
 
 # name -> the module that defines it, imported on first access.
 _HOMES = {
-    "quickstart": "launch",
-    "attach": "hosted",
-    "detach": "hosted",
+    "quickstart": "deploy.launch",
+    "attach": "deploy.hosted",
+    "detach": "deploy.hosted",
     "run_bus": "aio",
 }
 

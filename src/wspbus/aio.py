@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ._bus import Bus, states
+from ._core.bus import Bus, states
 
 __all__ = ["CoroutineListener", "run_bus"]
 
@@ -57,7 +57,7 @@ async def run_bus(bus: Bus, *, exit_signals: tuple[int, ...] = (signal.SIGTERM, 
     ``exit_signals`` are handled with ``loop.add_signal_handler`` (main thread only); each one
     calls ``bus.exit()`` on a worker thread. A failing start raises here, after the bus has shut
     down. The bus does not re-execute the process: a restart ends this coroutine with
-    ``bus.execv`` set, for the caller to act on (``wspbus._reexec``) once the loop is closed.
+    ``bus.execv`` set, for the caller to act on (``wspbus._process.reexec``) once the loop is closed.
     """
     loop = asyncio.get_running_loop()
     bus.loop = loop

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._bus import Bus
+from ._core.bus import Bus
 
 __all__ = ["RunningSite", "get", "running_site", "wspbus_site"]
 
@@ -78,9 +78,9 @@ def running_site(app: Callable[..., Any] | Mapping[str, Callable[..., Any]], *, 
     ``plugins``: factories called with the site's bus (a plugin class works) whose results are
     subscribed before the start.
     """
-    from .config import ServerConfig, SiteConfig
-    from .launch import deploy
-    from .site import Site, mount_app
+    from .deploy.config import ServerConfig, SiteConfig
+    from .deploy.launch import deploy
+    from .deploy.site import Site, mount_app
 
     apps = app if isinstance(app, Mapping) else {"/": app}
     site = Site([mount_app(prefix, each, protocol) for prefix, each in apps.items()])

@@ -24,7 +24,7 @@ import pytest
 
 from support import http_get
 from wspbus import Bus, states
-from wspbus.health import Health
+from wspbus.plugins.health import Health
 from wspbus.plugins.drain import Drainer
 
 DEADLINE = 15.0
@@ -33,7 +33,7 @@ SITE = """
 import logging, signal, socketserver, sys, threading
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from wspbus import Bus
-from wspbus.health import Health
+from wspbus.plugins.health import Health
 from wspbus.plugins.drain import Drainer
 
 logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -284,8 +284,9 @@ def test_example_site_drains_on_sigterm(spawn, tmp_path):
 
 
 def _reapers_built_for(site_toml) -> int:
-    from wspbus import Bus, config
-    from wspbus.launch import build_plugins
+    from wspbus import Bus
+    from wspbus.deploy import config
+    from wspbus.deploy.launch import build_plugins
     from wspbus.plugins import ChildReaper
 
     built = build_plugins(Bus(), config.load(str(site_toml)))

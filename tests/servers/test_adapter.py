@@ -10,7 +10,7 @@ import wsgiref.simple_server
 import pytest
 
 from serving import assert_refused, get, wsgi_hello
-from wspbus._bus import states
+from wspbus._core.bus import states
 from wspbus.servers import ServerAdapter
 
 

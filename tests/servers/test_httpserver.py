@@ -11,7 +11,7 @@ import pytest
 
 from serving import SERVER_PROTOCOLS, SlowApp, asgi_hello, assert_refused, get, hello_app, wsgi_hello
 from support import threads_left_running
-from wspbus._bus import ChannelFailures, states
+from wspbus._core.bus import ChannelFailures, states
 from wspbus.servers import SERVERS, BindError, HTTPServer, protocols_of
 
 ALL = sorted(SERVER_PROTOCOLS)

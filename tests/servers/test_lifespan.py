@@ -9,11 +9,11 @@ import socket
 import pytest
 
 from serving import asgi_hello, assert_refused, get
-from wspbus._bus import ChannelFailures, states
-from wspbus.config import ServerConfig, SiteConfig
-from wspbus.launch import deploy
+from wspbus._core.bus import ChannelFailures, states
+from wspbus.deploy.config import ServerConfig, SiteConfig
+from wspbus.deploy.launch import deploy
 from wspbus.servers import HTTPServer, LifespanError
-from wspbus.site import Site, mount_app
+from wspbus.deploy.site import Site, mount_app
 
 
 class RecordingApp:

@@ -10,7 +10,7 @@ from serving import asgi_hello
 from support import DEADLINE
 from wspbus.servers import uvicorn_server
 from wspbus.servers.backend import ServeOptions
-from wspbus.servers.binds import Bind, open_listener
+from wspbus.servers.sockets.binds import Bind, open_listener
 
 
 def test_a_connection_accepted_in_the_loop_turn_before_the_shutdown_is_answered():

@@ -5,7 +5,7 @@ CherryPy users: ``from cherrypy.process import plugins`` becomes ``from wspbus i
 
 from __future__ import annotations
 
-from .._lazy import lazy_exports
+from .._core.lazy import lazy_exports
 
 _HOMES = {
     "SimplePlugin": "base",
@@ -21,6 +21,7 @@ _HOMES = {
     "Autoreloader": "reload",
     "SystemdNotifier": "systemd",
     "Drainer": "drain",
+    "Health": "health",
     "ChildReaper": "reaper",
 }
 

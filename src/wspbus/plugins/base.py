@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._bus import Bus
+from .._core.bus import Bus
 
 
 class SimplePlugin:

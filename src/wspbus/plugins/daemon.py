@@ -29,8 +29,8 @@ import os
 import sys
 import threading
 
-from .. import _reexec
-from .._bus import Bus, State, states
+from .._process import reexec
+from .._core.bus import Bus, State, states
 from .base import SimplePlugin
 
 __all__ = ["Daemonizer"]
@@ -66,7 +66,7 @@ class Daemonizer(SimplePlugin):
             self._settle()  # a restart came back to the directory it started in
             return
         self._warn_about_threads()
-        _reexec.flush_stdio()
+        reexec.flush_stdio()
         report_fd, write_fd = os.pipe()
         intermediate = os.fork()
         if intermediate:
@@ -113,10 +113,10 @@ class Daemonizer(SimplePlugin):
             self.bus.log("Daemon started: %s; the launching process exits." % message)
         else:
             sys.stderr.write(message + "\n")
-        _reexec.end_process(status)
+        reexec.end_process(status)
 
     def _redirect_streams(self) -> None:
-        _reexec.flush_stdio()
+        reexec.flush_stdio()
         for fd, path, flags in (
             (0, self.stdin, os.O_RDONLY),
             (1, self.stdout, os.O_WRONLY | os.O_APPEND | os.O_CREAT),

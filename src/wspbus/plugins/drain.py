@@ -5,7 +5,7 @@ same time*; proxies and kube-proxy learn of the removal a few seconds later and 
 requests meanwhile. A site that closes its listening sockets on SIGTERM refuses those requests.
 So on the first SIGTERM the Drainer
 
-1. publishes 'drain': readiness turns false (:class:`wspbus.health.Health`), systemd hears
+1. publishes 'drain': readiness turns false (:class:`wspbus.plugins.health.Health`), systemd hears
    STOPPING=1, anyone else subscribed learns the site is going away;
 2. keeps serving for ``drain_delay`` seconds (waiting on an Event: an exit begun elsewhere, by
    a failing server say, cuts it short);
@@ -33,9 +33,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import _reexec
-from .._bus import Bus, ChannelFailures, State, states
-from ..health import DRAIN_CHANNEL
+from .._process import reexec
+from .._core.bus import Bus, ChannelFailures, State, states
+from .health import DRAIN_CHANNEL
 from .base import SimplePlugin
 
 __all__ = ["Drainer"]
@@ -179,7 +179,7 @@ class Drainer(SimplePlugin):
 
     def _end_at_once(self, signum: signal.Signals) -> None:
         self.bus.log("%s while shutting down: ending the process at once" % signum.name, level=30)
-        _reexec.end_process(128 + int(signum))
+        reexec.end_process(128 + int(signum))
 
     def _state_changed(self, state: State) -> None:
         """The bus left STARTED by other means (exit(), a failure): do not keep it waiting."""

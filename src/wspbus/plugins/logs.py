@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from .._bus import Bus
+from .._core.bus import Bus
 from .base import SimplePlugin
 
 __all__ = ["LogRouter"]

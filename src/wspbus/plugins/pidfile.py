@@ -30,8 +30,8 @@ import os
 import stat
 import tempfile
 
-from .. import _reexec
-from .._bus import Bus, StartupError
+from .._process import reexec
+from .._core.bus import Bus, StartupError
 from .base import SimplePlugin
 
 __all__ = ["PIDFile"]
@@ -78,7 +78,7 @@ class PIDFile(SimplePlugin):
         try:
             ours = self._writer_pid == os.getpid() and names_file(self.pidfile, os.fstat(fd))
             if ours and self.bus.execv:
-                _reexec.keep_across_exec(fd, self._inherit_name)
+                reexec.keep_across_exec(fd, self._inherit_name)
                 self.bus.log("PID file %s kept, locked, across the restart." % self.pidfile, level=10)
                 return
             if ours:
@@ -89,11 +89,11 @@ class PIDFile(SimplePlugin):
                          "start replaces it." % (self.pidfile, exc), level=30)
         self._fd = None
         self.finalized = False
-        _reexec.forget(fd)
+        reexec.forget(fd)
         os.close(fd)
 
     def _take_from_previous_incarnation(self) -> int | None:
-        fd = _reexec.take_inherited(self._inherit_name)
+        fd = reexec.take_inherited(self._inherit_name)
         if fd is None:
             return None
         if names_file(self.pidfile, os.fstat(fd)) and read_pid(fd) == os.getpid():

@@ -22,7 +22,7 @@ import grp
 import os
 import pwd
 
-from .._bus import Bus, StartupError
+from .._core.bus import Bus, StartupError
 from .base import SimplePlugin
 
 __all__ = ["DropPrivileges"]

@@ -27,7 +27,7 @@ import sys
 import threading
 from typing import Any
 
-from .._bus import Bus, ChannelFailures
+from .._core.bus import Bus, ChannelFailures
 from .base import SimplePlugin
 
 __all__ = ["ChildReaper"]

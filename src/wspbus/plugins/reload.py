@@ -32,8 +32,8 @@ import threading
 import time
 import zipimport
 
-from .. import _reexec
-from .._bus import Bus, ChannelFailures, states
+from .._process import reexec
+from .._core.bus import Bus, ChannelFailures, states
 from ._watch import FileWatcher
 from .base import SimplePlugin
 
@@ -257,7 +257,7 @@ def _absolute(path: str) -> str:
     """An absolute path, relative ones taken from where the process started (not from '/')."""
     path = os.fspath(path)
     if not os.path.isabs(path):
-        path = os.path.join(_reexec.STARTUP_CWD or os.getcwd(), path)
+        path = os.path.join(reexec.STARTUP_CWD or os.getcwd(), path)
     return os.path.normpath(path)
 
 

@@ -34,8 +34,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .. import _reexec
-from .._bus import Bus, states
+from .._process import reexec
+from .._core.bus import Bus, states
 
 __all__ = ["SignalHandler"]
 
@@ -186,7 +186,7 @@ class SignalHandler:
     def _exit_now(self, signum: int, name: str) -> None:
         status = 128 + signum
         self.bus.log("Received %s while shutting down: exiting now with status %d." % (name, status), level=40)
-        _reexec.end_process(status)
+        reexec.end_process(status)
 
     # -- actions ---------------------------------------------------------------------------
 

@@ -29,8 +29,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .._bus import Bus, State, states
-from ..health import DRAIN_CHANNEL, checks_pass
+from .._core.bus import Bus, State, states
+from .health import DRAIN_CHANNEL, checks_pass
 from .base import SimplePlugin
 
 __all__ = ["SystemdNotifier", "notify", "notify_address"]

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .._bus import Bus, State, states
+from .._core.bus import Bus, State, states
 from .base import SimplePlugin
 
 __all__ = ["BackgroundTask", "Monitor", "PerpetualTimer"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import threading
 
-from .._bus import Bus, ChannelFailures
+from .._core.bus import Bus, ChannelFailures
 from .base import SimplePlugin
 
 __all__ = ["ThreadManager"]

@@ -7,19 +7,19 @@ package is imported until a server is built. CherryPy users:
 
 from __future__ import annotations
 
-from .._lazy import lazy_exports
+from .._core.lazy import lazy_exports
 
 _HOMES = {
     "ServerAdapter": "adapter",
-    "Bind": "binds",
-    "BindError": "binds",
+    "Bind": "sockets.binds",
+    "BindError": "sockets.binds",
     "HTTPServer": "httpserver",
     "SERVERS": "httpserver",
     "choose_server": "httpserver",
     "detect_protocol": "httpserver",
     "protocols_of": "httpserver",
     "LifespanError": "lifespan",
-    "listen_fds": "activation",
+    "listen_fds": "sockets.activation",
 }
 
 __all__ = sorted(_HOMES)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .._bus import states
+from .._core.bus import states
 from ..plugins.base import SimplePlugin
 
 __all__ = ["ServerAdapter"]

@@ -18,7 +18,7 @@ import socket
 from typing import Any
 
 from .backend import ServeOptions, Waker
-from .binds import BACKLOG
+from .sockets.binds import BACKLOG
 
 __all__ = ["create"]
 

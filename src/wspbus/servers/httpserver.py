@@ -16,12 +16,12 @@ import socket
 import threading
 from typing import Any
 
-from .. import _reexec
-from . import activation
+from .._process import reexec
+from .sockets import activation
 from .access import asgi_access_log, wsgi_access_log
 from .adapter import ServerAdapter
 from .backend import ServeOptions
-from .binds import Bind, close_listener, open_listener, unix_file_identity
+from .sockets.binds import Bind, close_listener, open_listener, unix_file_identity
 
 __all__ = ["HTTPServer", "SERVERS", "choose_server", "detect_protocol", "protocols_of"]
 
@@ -186,7 +186,7 @@ class HTTPServer(ServerAdapter):
             self.start()
 
     def _acquire_listener(self) -> socket.socket:
-        fd = _reexec.take_inherited(self._name_across_exec)
+        fd = reexec.take_inherited(self._name_across_exec)
         if fd is not None:
             sock = socket.socket(fileno=fd)
             sock.set_inheritable(False)
@@ -202,7 +202,7 @@ class HTTPServer(ServerAdapter):
         if sock is None:
             return
         if keep:
-            _reexec.keep_across_exec(sock.fileno(), self._name_across_exec)
+            reexec.keep_across_exec(sock.fileno(), self._name_across_exec)
             _kept_for_exec.append(sock)
         else:
             close_listener(sock, self.bind, self._listener_identity)

@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import StartupError
+from .._core.errors import StartupError
 
 __all__ = ["Lifespan", "LifespanError"]
 

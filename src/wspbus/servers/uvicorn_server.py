@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from .backend import ServeOptions
-from .binds import BACKLOG
+from .sockets.binds import BACKLOG
 from .lifespan import Lifespan
 from .loop import LoopThread
 

@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from .backend import ServeOptions
-from .binds import BACKLOG
+from .sockets.binds import BACKLOG
 
 __all__ = ["create"]
 

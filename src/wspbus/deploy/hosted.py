@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._bus import Bus, states
+from .._core.bus import Bus, states
 
 __all__ = ["attach", "detach"]
 

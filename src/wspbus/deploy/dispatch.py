@@ -23,7 +23,7 @@ def _adapted(mount, protocol: str, bridges: list, threads: int | None = None) ->
     if mount.protocol == protocol:
         return mount.app
     try:
-        from .servers.bridge import AsgiAsWsgi, WsgiAsAsgi
+        from ..servers.bridge import AsgiAsWsgi, WsgiAsAsgi
 
         bridge = WsgiAsAsgi(mount.app, threads) if protocol == "asgi" else AsgiAsWsgi(mount.app)
     except ImportError:
@@ -98,7 +98,7 @@ async def _lifespan(apps: list, scope: dict, receive: Callable, send: Callable) 
     rules of servers/lifespan.py; a failure of one fails the step, naming the app's mount point."""
     import asyncio
 
-    from .servers.lifespan import Lifespan, LifespanError
+    from ..servers.lifespan import Lifespan, LifespanError
 
     lifespans = [(path, Lifespan(app, state=scope.get("state"))) for path, app in apps]
     try:

@@ -38,7 +38,7 @@ BUILTIN_PLUGINS = {
     "daemon": "plugins.daemon:Daemonizer", "pidfile": "plugins.pidfile:PIDFile",
     "privileges": "plugins.privileges:DropPrivileges", "reload": "plugins.reload:Autoreloader",
     "threads": "plugins.threads:ThreadManager", "systemd": "plugins.systemd:SystemdNotifier",
-    "drain": "plugins.drain:Drainer", "health": "health:Health", "reaper": "plugins.reaper:ChildReaper",
+    "drain": "plugins.drain:Drainer", "health": "plugins.health:Health", "reaper": "plugins.reaper:ChildReaper",
 }
 #: Plugins that are on when their [plugins.NAME] table is present (``enabled = false`` turns one off).
 OPT_IN_PLUGINS = ("threads", "systemd", "drain", "health")
@@ -207,9 +207,9 @@ def subscribe_all(parts: list, source: str) -> None:
 def build_servers(bus: Any, site: Site, config: SiteConfig, health: Any = None) -> list:
     """One HTTPServer per bind; each speaks the site's protocol unless its server cannot.
 
-    ``health``: a wspbus.health.Health whose endpoints answer before the site's apps.
+    ``health``: a wspbus.plugins.health.Health whose endpoints answer before the site's apps.
     """
-    from . import servers as _servers
+    from .. import servers as _servers
 
     result = []
     apps: dict[tuple, Any] = {}  # servers of one protocol and thread count serve one app: one lifespan, one loop

@@ -9,7 +9,7 @@ import pytest
 
 from wspbus import StartupError
 from wspbus.servers import Bind, BindError
-from wspbus.servers.binds import close_listener, open_listener, unix_file_identity
+from wspbus.servers.sockets.binds import close_listener, open_listener, unix_file_identity
 
 
 @pytest.mark.parametrize("text, canonical", [
@@ -143,7 +143,7 @@ def test_non_socket_path_is_refused_and_kept(tmp_path):
 
 
 def test_relative_unix_path_is_from_the_startup_directory(tmp_path, monkeypatch):
-    from wspbus._reexec import STARTUP_CWD
+    from wspbus._process.reexec import STARTUP_CWD
 
     relative = os.path.relpath(tmp_path / "rel.sock", STARTUP_CWD)
     monkeypatch.chdir("/")  # as a daemon does before the servers bind

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from ._bus import Bus, states
+from .._core.bus import Bus, states
 
 __all__ = ["DRAIN_CHANNEL", "HEALTH_CHANNEL", "Health", "checks_pass"]
 

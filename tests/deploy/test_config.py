@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from wspbus import config
-from wspbus.config import ConfigError
+from wspbus.deploy import config
+from wspbus.deploy.config import ConfigError
 
-DOCS = Path(__file__).resolve().parent.parent / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from support import http_get
-from wspbus._bus import Bus
+from wspbus._core.bus import Bus
 from wspbus.testing import get as wspbus_get
 
 #: Every server, with the protocol its app speaks natively.

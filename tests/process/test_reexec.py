@@ -7,13 +7,13 @@ import stat
 import sys
 import textwrap
 
-from wspbus import _reexec
+from wspbus._process import reexec as _reexec
 
 # A program that restarts itself once: the first incarnation leaves its start directory, opens a
 # stray inheritable descriptor and one it asks to keep, then restarts; the second reports.
 RESTART_ONCE = """
 import os, sys, threading, wspbus
-from wspbus import _reexec
+from wspbus._process import reexec as _reexec
 marker = os.environ.get('MARKER_FILE')
 first = not os.path.exists(marker)
 bus = wspbus.Bus()
@@ -84,10 +84,10 @@ def test_restart_reexecutes_a_console_script(spawn, tmp_path):
 
 def test_command_line_keeps_interpreter_flags(spawn):
     child = spawn([sys.executable, "-X", "dev", "-W", "ignore", "-c",
-                   "from wspbus import _reexec; print(_reexec.command_line())"])
+                   "from wspbus._process import reexec as _reexec; print(_reexec.command_line())"])
     line = child.expect(r"^\[.*\]$").group(0)
     assert eval(line) == [sys.executable, "-X", "dev", "-W", "ignore", "-c", textwrap.dedent(
-        "from wspbus import _reexec; print(_reexec.command_line())")]
+        "from wspbus._process import reexec as _reexec; print(_reexec.command_line())")]
 
 
 def test_mark_close_on_exec_touches_only_open_descriptors():

@@ -23,11 +23,11 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from . import _reexec
-from ._errors import ChannelFailures, StartupError
-from ._shutdown import describe, join_threads, start_listener_worker
-from ._states import State, as_state_set, states
-from ._waking import new_waker, wait_for
+from .._process import reexec
+from .errors import ChannelFailures, StartupError
+from .shutdown import describe, join_threads, start_listener_worker
+from .states import State, as_state_set, states
+from .waking import new_waker, wait_for
 
 __all__ = ["Bus", "ChannelFailures", "ListenersView", "StartupError", "State", "states"]
 
@@ -163,7 +163,7 @@ class Bus:
         code = getattr(getattr(callback, "__func__", callback), "__code__", None)
         if code is None or not code.co_flags & _CO_COROUTINE:
             return callback
-        from .aio import CoroutineListener
+        from ..aio import CoroutineListener
 
         return CoroutineListener(self, callback)
 
@@ -464,7 +464,7 @@ class Bus:
         if self.execv:
             self._do_execv()
         elif self.graceful_timeout is not None:
-            _reexec.bound_interpreter_exit(self.graceful_timeout, self.log, lambda: self.exit_code)
+            reexec.bound_interpreter_exit(self.graceful_timeout, self.log, lambda: self.exit_code)
 
     def _exit_quietly(self) -> None:
         try:
@@ -474,9 +474,9 @@ class Bus:
 
     def _do_execv(self) -> None:
         """Re-execute this process: same interpreter, flags, arguments and working directory."""
-        args = _reexec.command_line()
+        args = reexec.command_line()
         self.log("Re-spawning %s" % " ".join(args))
-        _reexec.reexec(args)
+        reexec.reexec(args)
 
     def start_with_callback(self, func: Callable[..., Any], args: tuple | None = None, kwargs: dict | None = None) -> threading.Thread:
         """Start the bus, and run ``func(*args, **kwargs)`` in a new thread once it is STARTED."""

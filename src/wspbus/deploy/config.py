@@ -128,7 +128,7 @@ def _protocol(value: Any) -> str:
 
 def _bind(value: Any) -> list[str]:
     binds = _texts(value)
-    from .servers.binds import Bind
+    from ..servers.sockets.binds import Bind
 
     for text in binds:
         try:
@@ -141,7 +141,7 @@ def _bind(value: Any) -> list[str]:
 def _file_binds(base: str) -> Callable[[Any], list[str]]:
     """A file's binds: a relative ``unix:PATH`` is relative to the file's directory (``@NAME`` is no file)."""
     def convert(value: Any) -> list[str]:
-        from .servers.binds import Bind
+        from ..servers.sockets.binds import Bind
 
         binds = []
         for text in _bind(value):
@@ -154,7 +154,7 @@ def _file_binds(base: str) -> Callable[[Any], list[str]]:
 
 def _server_name(value: Any) -> str:
     name = _text(value)
-    from .servers.httpserver import protocols_of
+    from ..servers.httpserver import protocols_of
 
     try:
         protocols_of(name)

@@ -15,7 +15,7 @@ import pytest
 from serve_support import EXAMPLES, SteadyClient, ended, get, one_error_line, run, serve
 from support import process_gone, wait_for_path
 
-from wspbus.cli import build_parser
+from wspbus.deploy.cli import build_parser
 
 MINIMAL = EXAMPLES / "minimal"
 # The installed `wspbus` command itself, from this interpreter's scripts directory (PATH may not

@@ -13,12 +13,12 @@ import sys
 import pytest
 
 import wspbus
-from wspbus import control
-from wspbus.config import SiteConfig
-from wspbus.control import ControlError, StatusFile, status_path
-from wspbus.launch import Deployment
+from wspbus.deploy import control
+from wspbus.deploy.config import SiteConfig
+from wspbus.deploy.control import ControlError, StatusFile, status_path
+from wspbus.deploy.launch import Deployment
 from wspbus.plugins.pidfile import PIDFile
-from wspbus.site import Site, mount_app
+from wspbus.deploy.site import Site, mount_app
 
 
 def read(path):

@@ -111,10 +111,10 @@ def reexec(args: list[str]) -> None:
 
 def _hand_over_import_map() -> int | None:
     """The descriptor of the import map for the new process (a head start, never required)."""
-    from . import _import_map
+    from . import import_map
 
     try:
-        return _import_map.hand_over()
+        return import_map.hand_over()
     except OSError:  # no temporary file to be had: the new process searches as usual
         return None
 

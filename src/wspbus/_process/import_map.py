@@ -35,7 +35,7 @@ MAP_ENV = "WSPBUS_IMPORT_MAP"
 #: Set (to anything) to restart without a map: every module is searched for as usual.
 NO_MAP_ENV = "WSPBUS_NO_IMPORT_MAP"
 #: The directory whose sitecustomize takes the map over in the new process.
-SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_restart_site")
+SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "restart_site")
 _FORMAT = 1
 
 # The map: {module name: (origin, cached, index of the directory searched,

@@ -1,4 +1,4 @@
-"""A bus inside a process another program owns: wspbus.hosted.attach() under a real gunicorn."""
+"""A bus inside a process another program owns: wspbus.deploy.hosted.attach() under a real gunicorn."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 from support import http_get
 
 import wspbus
-from wspbus.hosted import attach, detach
+from wspbus.deploy.hosted import attach, detach
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hosted_gunicorn"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hosted_gunicorn"
 
 
 def start_gunicorn(spawn, hits_file: Path):
@@ -66,7 +66,7 @@ def test_the_bus_exits_when_the_interpreter_ends_before_threads_are_joined(spawn
     child = spawn("""
         import threading
         import wspbus
-        from wspbus.hosted import attach
+        from wspbus.deploy.hosted import attach
 
         stopping = threading.Event()
         worker = threading.Thread(target=stopping.wait, name="non-daemon worker")

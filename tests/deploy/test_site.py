@@ -18,7 +18,7 @@ import wsgiref.util
 
 import pytest
 
-from wspbus.site import Site, SiteError, detect_protocol, load_app, mount_app, parse_app_spec
+from wspbus.deploy.site import Site, SiteError, detect_protocol, load_app, mount_app, parse_app_spec
 
 
 # -- helpers: call an app through its protocol ------------------------------------------------

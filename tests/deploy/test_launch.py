@@ -9,9 +9,9 @@ import pytest
 from serve_support import get
 
 import wspbus
-from wspbus.config import ConfigError, PluginConfig, ServerConfig, SiteConfig
-from wspbus.launch import build_plugins, deploy
-from wspbus.site import Site, mount_app
+from wspbus.deploy.config import ConfigError, PluginConfig, ServerConfig, SiteConfig
+from wspbus.deploy.launch import build_plugins, deploy
+from wspbus.deploy.site import Site, mount_app
 
 
 def hello(environ, start_response):
@@ -50,7 +50,7 @@ def test_the_reaper_is_on_unless_disabled_and_systemd_when_systemd_asks(monkeypa
 
 
 def test_drain_delay_on_the_command_line_turns_the_drainer_on():
-    from wspbus import config as site_config
+    from wspbus.deploy import config as site_config
 
     config = SiteConfig()
     site_config.command_line_drain("2.5", config)
@@ -125,7 +125,7 @@ def test_a_mistake_in_deploy_leaves_the_bus_untouched(tmp_path):
 
 def test_quickstart_serves_several_apps_until_sigterm(spawn):
     child = spawn("""
-        from wspbus.launch import quickstart
+        from wspbus.deploy.launch import quickstart
 
         def web(environ, start_response):
             start_response("200 OK", [])
@@ -147,7 +147,7 @@ def test_quickstart_serves_several_apps_until_sigterm(spawn):
 
 def test_quickstart_refuses_a_bad_bind_with_a_clear_error():
     with pytest.raises(ConfigError, match=r"^quickstart\(\) bind: bad bind 'localhost'"):
-        wspbus.launch.quickstart(hello, bind="localhost", bus=wspbus.Bus())
+        wspbus.deploy.launch.quickstart(hello, bind="localhost", bus=wspbus.Bus())
 
 
 def test_an_unknown_server_is_a_configuration_error_naming_where():
@@ -155,4 +155,4 @@ def test_an_unknown_server_is_a_configuration_error_naming_where():
     with pytest.raises(ConfigError, match=r"^site\.toml: \[\[server\]\] #1 server: unknown server 'bogus': expected auto, "):
         deploy(wspbus.Bus(), config, Site([mount_app("/", hello)]), own_process=False)
     with pytest.raises(ConfigError, match=r"^quickstart\(\) server: unknown server 'bogus'"):
-        wspbus.launch.quickstart(hello, bind="127.0.0.1:0", server="bogus", bus=wspbus.Bus())
+        wspbus.deploy.launch.quickstart(hello, bind="127.0.0.1:0", server="bogus", bus=wspbus.Bus())

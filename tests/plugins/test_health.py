@@ -12,7 +12,7 @@ import pytest
 
 from support import http_get
 from wspbus import Bus
-from wspbus.health import Health
+from wspbus.plugins.health import Health
 
 DEADLINE = 10.0
 

@@ -24,7 +24,7 @@ import socket
 import stat
 from dataclasses import dataclass
 
-from .._errors import StartupError
+from ..._core.errors import StartupError
 
 __all__ = ["BACKLOG", "Bind", "BindError", "close_listener", "open_listener", "unix_file_identity"]
 
@@ -171,7 +171,7 @@ def unix_path(bind: Bind) -> str:
     """The file of a ``unix:`` bind (absolute), or '' for abstract sockets and other kinds."""
     if bind.kind != "unix" or bind.path.startswith("@"):
         return ""
-    from .._reexec import STARTUP_CWD
+    from ..._process.reexec import STARTUP_CWD
 
     return os.path.normpath(os.path.join(STARTUP_CWD or os.getcwd(), bind.path))
 

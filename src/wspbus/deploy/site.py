@@ -214,13 +214,13 @@ class Site:
 
     def app(self, protocol: str | None = None, *, threads: int | None = None) -> Callable[..., Any]:
         """The whole site as one app speaking ``protocol`` (default: the site's own)."""
-        from . import _dispatch
+        from . import dispatch
 
         protocol = protocol or self.protocol
         if protocol == "wsgi":
-            return _dispatch.wsgi_site(self.mounts, self._bridges)
+            return dispatch.wsgi_site(self.mounts, self._bridges)
         if protocol == "asgi":
-            return _dispatch.asgi_site(self.mounts, self._bridges, threads=threads)
+            return dispatch.asgi_site(self.mounts, self._bridges, threads=threads)
         raise SiteError("protocol %r, expected 'wsgi' or 'asgi'" % protocol)
 
     def close(self) -> None:
