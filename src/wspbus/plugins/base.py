@@ -1,8 +1,26 @@
-"""SimplePlugin: the base class of every plugin."""
+"""SimplePlugin, the base class of every plugin, and the few helpers every plugin shares.
+
+The helpers use only the seed bus API (the one CherryPy's bus has too):
+
+* ``restart_requested(bus)`` / ``cancel_restart(bus)``: whether the bus will re-execute the
+  process once it has exited. ``bus.execv`` is CherryPy's public flag for that (``restart()``
+  sets it, ``block()`` reads it); plugins ask and cancel through these two functions only, so
+  the protocol has one reader and one writer to look at.
+* ``ignore_listener_failures(call, ...)``: a bus call made on a plugin's own thread, where
+  nobody is left to hear of the listeners that failed (the bus logged each one).
+* ``priority(n)``: CherryPy's ``method.priority = n``, as a decorator a type checker accepts.
+"""
 
 from __future__ import annotations
 
-from .._core.bus import Bus
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from .._core.bus import Bus, ChannelFailures
+
+__all__ = ["SimplePlugin", "cancel_restart", "ignore_listener_failures", "priority", "restart_requested"]
+
+Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 class SimplePlugin:
@@ -16,7 +34,7 @@ class SimplePlugin:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    def _channel_methods(self):
+    def _channel_methods(self) -> Iterator[tuple[str, Callable[..., Any]]]:
         for channel in self.bus.listeners:
             method = getattr(self, channel, None)
             if method is not None and callable(method):
@@ -31,3 +49,36 @@ class SimplePlugin:
         """Remove this plugin's channel methods from the bus."""
         for channel, method in self._channel_methods():
             self.bus.unsubscribe(channel, method)
+
+
+def priority(value: int) -> Callable[[Method], Method]:
+    """Give a listener method the priority ``bus.subscribe`` uses for it (lower runs first)."""
+
+    def mark(method: Method) -> Method:
+        setattr(method, "priority", value)
+        return method
+
+    return mark
+
+
+def restart_requested(bus: Bus) -> bool:
+    """True when the bus is to re-execute the process once it has exited (``bus.restart()``)."""
+    return bool(bus.execv)
+
+
+def cancel_restart(bus: Bus) -> None:
+    """The process was asked to end: a restart under way must not bring it back."""
+    bus.execv = False
+
+
+def ignore_listener_failures(call: Callable[..., object], *args: object) -> None:
+    """``call(*args)`` (a bus transition or publish) on a thread of a plugin's own.
+
+    A failing listener raises ChannelFailures only after the bus logged it with its traceback
+    and ran the other listeners; on this thread there is no caller to tell, so nothing more
+    can be done with it.
+    """
+    try:
+        call(*args)
+    except ChannelFailures:
+        pass  # each failing listener was logged by the bus where it failed; nobody else to tell

@@ -16,9 +16,11 @@ A second SIGTERM, or a SIGINT, after the first ends the process at once (status 
 number), drain or no drain, as :class:`~wspbus.plugins.signals.SignalHandler` does; a first SIGINT
 exits without the delay (someone at a terminal wants it gone). The default delay is 0: outside
 Kubernetes an idle site exits as soon as it is told. The first signal also cancels a restart under
-way (``bus.execv``): the process was asked to end, not to come back.
+way (``base.cancel_restart``): the process was asked to end, not to come back.
 
-Standalone, ``subscribe()`` installs SIGTERM and SIGINT handlers itself (main thread). With a
+Standalone, ``subscribe()`` installs SIGTERM and SIGINT handlers itself (main thread), through
+the signal pipeline every plugin shares (_signal_worker: the OS handler only queues the signal,
+a worker thread acts on it; the "ends at once" rule lives there too). With a
 SignalHandler, pass it as ``signal_handler=``: the Drainer takes over its 'SIGTERM' entry (subscribe
 the Drainer first, or it swaps the listener the SignalHandler already subscribed on 'SIGTERM'),
 and the SignalHandler keeps doing the rest, the "second signal ends it at once" included.
@@ -27,26 +29,32 @@ and the SignalHandler keeps doing the rest, the "second signal ends it at once" 
 from __future__ import annotations
 
 import math
-import queue
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from .._process import reexec
-from .._core.bus import Bus, ChannelFailures, State, states
+from .._core.bus import Bus, State
+from ._signal_worker import SignalWorker, Termination
+from .base import SimplePlugin, cancel_restart, ignore_listener_failures
 from .health import DRAIN_CHANNEL
-from .base import SimplePlugin
 
 __all__ = ["Drainer"]
 
-HANDLED_SIGNALS = ("SIGTERM", "SIGINT")
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class SignalHandlerLike(Protocol):
+    """What the Drainer uses of a SignalHandler: its map of signal name -> listener."""
+
+    handlers: dict[str, Callable[..., Any]]
 
 
 class Drainer(SimplePlugin):
     """Turn SIGTERM into: not ready, serve ``drain_delay`` seconds more, then a graceful exit."""
 
-    def __init__(self, bus: Bus, drain_delay: float = 0.0, *, signal_handler: Any = None) -> None:
+    def __init__(self, bus: Bus, drain_delay: float = 0.0, *,
+                 signal_handler: SignalHandlerLike | None = None) -> None:
         super().__init__(bus)
         if isinstance(drain_delay, bool) or not isinstance(drain_delay, (int, float)) or not (
             math.isfinite(drain_delay) and drain_delay >= 0
@@ -54,49 +62,54 @@ class Drainer(SimplePlugin):
             raise ValueError("drain_delay=%r: expected a number of seconds >= 0" % (drain_delay,))
         self.drain_delay = float(drain_delay)
         self.signal_handler = signal_handler
-        self._lock = threading.Lock()
-        self._signalled = False
+        self._termination = Termination(bus)
+        self._signals = SignalWorker(bus, self.signal_received, name="wspbus drain signals")
         self._drain_over = threading.Event()
-        self._replaced: dict[str, Any] = {}
-        self._received: queue.SimpleQueue | None = None
-        self._unwatch: Callable[[], None] | None = None
+        self._replaced: dict[str, Callable[..., Any] | None] = {}  # the SignalHandler's entries we took
+        self._subscribed = False
+        self._unwatch: Callable[[], None] = _nothing
 
     @property
     def draining(self) -> bool:
         """True from the first signal on: the site should get no new traffic."""
-        return self._signalled
+        return self._termination.begun
 
     # -- bus wiring ----------------------------------------------------------------------
 
     def subscribe(self) -> None:
         """Hook SIGTERM and SIGINT (through ``signal_handler`` if given) and follow the bus."""
-        if self._unwatch is not None:
+        if self._subscribed:
             return
-        self.bus.declare_channel(DRAIN_CHANNEL)
+        self._subscribed = True
+        self.bus.listeners.setdefault(DRAIN_CHANNEL, set())
         if self.signal_handler is not None:
-            self._take_over_signal_handler()
+            self._take_over_signal_handler(self.signal_handler)
         else:
             self._install_handlers()
-        self._unwatch = self.bus.watch_state(self._state_changed)
+        watch_state = getattr(self.bus, "watch_state", None)  # a wspbus extra: cuts a drain short
+        if watch_state is not None:
+            self._unwatch = watch_state(self._state_changed)
 
     def unsubscribe(self) -> None:
-        if self._unwatch is None:
+        if not self._subscribed:
             return
+        self._subscribed = False
         self._unwatch()
-        self._unwatch = None
+        self._unwatch = _nothing
         if self.signal_handler is not None:
-            self._give_back_signal_handler()
+            self._give_back_signal_handler(self.signal_handler)
         else:
-            self._restore_handlers()
+            self._signals.restore()
+            self._signals.stop()
 
-    def _take_over_signal_handler(self) -> None:
-        handlers = self.signal_handler.handlers
+    def _take_over_signal_handler(self, signal_handler: SignalHandlerLike) -> None:
+        handlers = signal_handler.handlers
         self._replaced["SIGTERM"] = handlers.get("SIGTERM")
         handlers["SIGTERM"] = self.handle_SIGTERM
         self._swap_listener("SIGTERM", self._replaced["SIGTERM"], self.handle_SIGTERM)
 
-    def _give_back_signal_handler(self) -> None:
-        handlers = self.signal_handler.handlers
+    def _give_back_signal_handler(self, signal_handler: SignalHandlerLike) -> None:
+        handlers = signal_handler.handlers
         for name, previous in self._replaced.items():
             ours = handlers.pop(name, None)
             if previous is not None:
@@ -104,7 +117,7 @@ class Drainer(SimplePlugin):
             self._swap_listener(name, ours, previous)
         self._replaced.clear()
 
-    def _swap_listener(self, channel: str, old: Any, new: Any) -> None:
+    def _swap_listener(self, channel: str, old: Callable[..., Any] | None, new: Callable[..., Any] | None) -> None:
         """If the SignalHandler already subscribed ``old`` on ``channel``, put ``new`` there."""
         if old is not None and old in self.bus.listeners.get(channel, ()):
             self.bus.unsubscribe(channel, old)
@@ -115,73 +128,42 @@ class Drainer(SimplePlugin):
         if threading.current_thread() is not threading.main_thread():
             self.bus.log("Drainer: signals can only be hooked from the main thread; SIGTERM is not drained", level=30)
             return
-        self._received = queue.SimpleQueue()
-        threading.Thread(target=self._dispatch, args=(self._received,), name="wspbus drain signals", daemon=True).start()
-        for name in HANDLED_SIGNALS:
-            self._replaced[name] = signal.signal(getattr(signal, name), self._on_signal)
-
-    def _restore_handlers(self) -> None:
-        for name, previous in self._replaced.items():
-            signal.signal(getattr(signal, name), previous if previous is not None else signal.SIG_DFL)
-        self._replaced.clear()
-        if self._received is not None:
-            self._received.put(None)
-            self._received = None
+        for signum in HANDLED_SIGNALS:
+            self._signals.install(signum)
 
     # -- signals -------------------------------------------------------------------------
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        """The OS-level handler: queue the signal, nothing more (a Lock here could deadlock
-        when a second signal interrupts the first handler; SimpleQueue.put cannot)."""
-        self._received.put(signum)
-
-    def _dispatch(self, received: queue.SimpleQueue) -> None:
-        while (signum := received.get()) is not None:
-            self.signal_received(signal.Signals(signum))
 
     def handle_SIGTERM(self, *_ignored: Any) -> None:
         """The 'SIGTERM' listener for a SignalHandler: drain, then exit."""
         self.signal_received(signal.SIGTERM)
 
-    def signal_received(self, signum: signal.Signals) -> None:
+    def signal_received(self, signum: int) -> None:
         """The first signal begins the drain (returning at once); any later one ends the process."""
-        with self._lock:
-            first = not self._signalled
-            self._signalled = True
-        if first:
-            self._begin(signum)
-        else:
-            self._end_at_once(signum)
+        self._termination.claim(signum)
+        self._begin(signal.Signals(signum))
 
     def _begin(self, signum: signal.Signals) -> None:
-        # The process is to end: a restart under way must not bring it back.
-        self.bus.execv = False
-        started = self.bus.state is states.STARTED
+        cancel_restart(self.bus)  # the process is to end: a restart under way must not bring it back
+        started = self.bus.state is self.bus.states.STARTED
         delay = self.drain_delay if signum == signal.SIGTERM and started else 0.0
         # Return at once: a later signal must find its dispatcher free to end the process.
         threading.Thread(target=self._drain_then_exit, args=(signum, delay), name="wspbus drain", daemon=True).start()
 
     def _drain_then_exit(self, signum: signal.Signals, delay: float) -> None:
-        try:
-            self.bus.publish(DRAIN_CHANNEL)  # first: readiness turns false before anything else
-        except ChannelFailures:
-            pass  # each failing listener was logged; the exit must go on
+        # First: readiness turns false before anything else; a failing listener must not stop the exit.
+        ignore_listener_failures(self.bus.publish, DRAIN_CHANNEL)
         if delay:
             self.bus.log("%s: draining: not ready, serving %g s more, then exiting" % (signum.name, delay))
+            self._drain_over.wait(delay)
         else:
             self.bus.log("%s: exiting" % signum.name)
-        if delay:
-            self._drain_over.wait(delay)
-        try:
-            self.bus.exit()
-        except ChannelFailures:
-            pass  # each failing listener was logged where it failed
-
-    def _end_at_once(self, signum: signal.Signals) -> None:
-        self.bus.log("%s while shutting down: ending the process at once" % signum.name, level=30)
-        reexec.end_process(128 + int(signum))
+        ignore_listener_failures(self.bus.exit)
 
     def _state_changed(self, state: State) -> None:
         """The bus left STARTED by other means (exit(), a failure): do not keep it waiting."""
-        if state is not states.STARTED and self._signalled:
+        if state is not self.bus.states.STARTED and self.draining:
             self._drain_over.set()
+
+
+def _nothing() -> None:
+    """What unsubscribing undoes when there was nothing to undo."""

@@ -6,8 +6,9 @@ a zombie until PID 1 waits for it, and zombies pile up until the pid table is fu
 gets no signal whose action is the default: without a handler, ``docker stop`` and Kubernetes'
 SIGTERM are ignored until the SIGKILL that follows them.
 
-The ChildReaper reaps on SIGCHLD: the handler only queues a token; a worker thread then waits for
-every zombie child. It does not steal exit statuses the application waits for: a zombie whose pid
+The ChildReaper reaps on SIGCHLD: the handler only queues the signal; a worker thread (the signal
+pipeline every plugin shares, _signal_worker) then waits for every zombie child, once for all
+the SIGCHLDs that came while it was busy. It does not steal exit statuses the application waits for: a zombie whose pid
 belongs to a live ``subprocess.Popen`` or ``multiprocessing`` process object that has no
 return code yet is left to that object (its ``wait()`` keeps the real status). Finding those
 objects walks the garbage collector's objects (about 10 ms per 100,000 objects), and only
@@ -21,19 +22,19 @@ from __future__ import annotations
 
 import gc
 import os
-import queue
 import signal
 import sys
 import threading
-from typing import Any
+from collections.abc import Iterable, Iterator
+from types import FrameType
 
-from .._core.bus import Bus, ChannelFailures
-from .base import SimplePlugin
+from .._core.bus import Bus
+from ._signal_worker import SignalWorker
+from .base import SimplePlugin, ignore_listener_failures
 
 __all__ = ["ChildReaper"]
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
-_SIGCHLD, _EXIT, _STOP = "SIGCHLD", "SIGTERM", "stop"
 
 
 class ChildReaper(SimplePlugin):
@@ -42,11 +43,10 @@ class ChildReaper(SimplePlugin):
     def __init__(self, bus: Bus, *, always: bool = False) -> None:
         super().__init__(bus)
         self.always = always
-        # Signal handlers only put a token here: SimpleQueue.put is safe in a signal handler
-        # (a second signal may interrupt the first handler; a Lock or an Event could deadlock).
-        self._wake: queue.SimpleQueue = queue.SimpleQueue()
-        self._worker: threading.Thread | None = None
-        self._previous: dict[int, Any] = {}
+        # The worker reaps; it leaves SIGCHLD and SIGTERM to the main thread, where Python runs
+        # their handlers (a signal the kernel gave this thread would wait for the main one).
+        self._signals = SignalWorker(bus, self._act, name="wspbus child reaper", coalesce=True,
+                                     blocks=(signal.SIGCHLD, signal.SIGTERM))
         #: How many children were reaped so far (for the curious, and for tests).
         self.reaped = 0
 
@@ -59,7 +59,7 @@ class ChildReaper(SimplePlugin):
 
     def subscribe(self) -> None:
         """Install the SIGCHLD handler (main thread) and start the reaping worker."""
-        if not self.active or self._worker is not None:
+        if not self.active or self._signals.running:
             return
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("ChildReaper.subscribe() must run on the main thread: it installs signal handlers")
@@ -67,66 +67,43 @@ class ChildReaper(SimplePlugin):
             _become_subreaper(self.bus)
         else:
             self._hear_exit_signals()
-        self._previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_sigchld)
-        self._worker = threading.Thread(target=self._reap_when_woken, name="wspbus child reaper", daemon=True)
-        self._worker.start()
-        self._wake.put(_SIGCHLD)  # children that exited before we listened
+        self._signals.install(signal.SIGCHLD, self._on_sigchld)
+        self._signals.put(signal.SIGCHLD)  # children that exited before we listened
         self.bus.subscribe("exit", self.exit)
 
     def unsubscribe(self) -> None:
         self.bus.unsubscribe("exit", self.exit)
         self.exit()
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        self._previous.clear()
+        self._signals.restore()
 
     def exit(self) -> None:
         """Stop the worker (the process is ending; PID 1's end takes its namespace along)."""
-        worker = self._worker
-        if worker is None:
-            return
-        self._wake.put(_STOP)
-        worker.join()
-        self._worker = None
+        self._signals.stop(join=True)
 
     def _hear_exit_signals(self) -> None:
         """As PID 1, a signal left at its default action is dropped: give SIGTERM a handler."""
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._exit_on_signal)
+            self._signals.install(signal.SIGTERM)
 
-    def _exit_on_signal(self, signum: int, frame: Any) -> None:
-        self._wake.put(_EXIT)
-
-    def _exit_bus(self) -> None:
-        try:
-            self.bus.exit()
-        except ChannelFailures:
-            pass  # each failing listener was logged where it failed
-
-    # -- reaping -------------------------------------------------------------------------
-
-    def _on_sigchld(self, signum: int, frame: Any) -> None:
-        self._wake.put(_SIGCHLD)
-        previous = self._previous.get(signal.SIGCHLD)
+    def _on_sigchld(self, signum: int, frame: FrameType | None) -> None:
+        """The OS handler: queue the signal, then call the handler that was there before us."""
+        self._signals.os_handler(signum, frame)
+        previous = self._signals.previous(signal.SIGCHLD)
         if callable(previous):
             previous(signum, frame)
 
-    def _reap_when_woken(self) -> None:
-        # Signals are for the main thread (where Python runs their handlers): not this one.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM})
-        while True:
-            tokens = {self._wake.get()}
-            while not self._wake.empty():  # one pass serves every signal that came meanwhile
-                tokens.add(self._wake.get())
-            if _STOP in tokens:
-                return
-            if _EXIT in tokens:
-                self.bus.log("SIGTERM received as PID 1: exiting")
-                threading.Thread(target=self._exit_bus, name="wspbus exit", daemon=True).start()
-            try:
-                self.reap()
-            except Exception:
-                self.bus.log("ChildReaper: reaping failed", level=40, traceback=True)
+    # -- reaping -------------------------------------------------------------------------
+
+    def _act(self, signum: int) -> None:
+        """On the worker: SIGTERM (as PID 1) exits the bus; every wake-up reaps."""
+        if signum == signal.SIGTERM:
+            self.bus.log("SIGTERM received as PID 1: exiting")
+            threading.Thread(target=ignore_listener_failures, args=(self.bus.exit,), name="wspbus exit",
+                             daemon=True).start()
+        try:
+            self.reap()
+        except Exception:
+            self.bus.log("ChildReaper: reaping failed", level=40, traceback=True)
 
     def reap(self) -> list[tuple[int, int]]:
         """Wait for every exited child nobody else waits for; return their (pid, exit code)."""
@@ -143,7 +120,7 @@ class ChildReaper(SimplePlugin):
             reaped += self._reap_each((pid,))
         return reaped
 
-    def _reap_each(self, pids) -> list[tuple[int, int]]:
+    def _reap_each(self, pids: Iterable[int]) -> list[tuple[int, int]]:
         reaped = []
         for pid in pids:
             try:
@@ -183,7 +160,7 @@ def _pids_awaited_by_the_app() -> set[int] | None:
     return pids
 
 
-def _popen_classes():
+def _popen_classes() -> Iterator[type]:
     subprocess = sys.modules.get("subprocess")
     if subprocess is not None:
         yield subprocess.Popen
@@ -195,7 +172,7 @@ def _popen_classes():
 def _zombie_children() -> list[int]:
     """Our children that are zombies, read from /proc (empty where there is no /proc)."""
     me = os.getpid()
-    zombies = []
+    zombies: list[int] = []
     try:
         names = os.listdir("/proc")
     except OSError:
