@@ -31,7 +31,7 @@ import threading
 
 from .._process import reexec
 from .._core.bus import Bus, State, states
-from .base import SimplePlugin
+from .base import SimplePlugin, priority
 
 __all__ = ["Daemonizer"]
 
@@ -59,6 +59,7 @@ class Daemonizer(SimplePlugin):
         self.owner_reports_failure = False
         self._report: StartReport | None = None
 
+    @priority(65)
     def start(self) -> None:
         """Become the daemon; the launching process waits for the outcome and exits with it."""
         if self.finalized or os.environ.get(DAEMON_PID_ENV) == str(os.getpid()):
@@ -80,8 +81,6 @@ class Daemonizer(SimplePlugin):
         self._settle()
         self._redirect_streams()
         self.bus.log("Daemonized to PID: %d" % os.getpid())
-
-    start.priority = 65
 
     def report_start_failure(self, status: int, line: str) -> None:
         """In the daemon, after its start failed: the launcher prints ``line`` and exits ``status``."""

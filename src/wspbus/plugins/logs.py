@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from .._core.bus import Bus
-from .base import SimplePlugin
+from .base import SimplePlugin, priority
 
 __all__ = ["LogRouter"]
 
@@ -24,6 +24,8 @@ ACCESS_LOGGER = "wspbus.access"
 #: Timestamp (RFC 3339, local time with offset, milliseconds), level name, message.
 ERROR_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 ACCESS_FORMAT = "%(message)s"  # servers already format the line
+#: Files are reopened before the other 'graceful' listeners run, so what they log lands in them.
+REOPEN_PRIORITY = 10
 
 
 class Rfc3339Formatter(logging.Formatter):
@@ -130,7 +132,7 @@ class LogRouter(SimplePlugin):
             self._routes = self._open_routes()
         super().subscribe()
         for channel in self.reopen_on:
-            self.bus.subscribe(channel, self.reopen, priority=self.graceful.priority)
+            self.bus.subscribe(channel, self.reopen, priority=REOPEN_PRIORITY)
 
     def unsubscribe(self) -> None:
         """Stop listening, detach and close the handlers, restore the loggers' settings."""
@@ -169,11 +171,10 @@ class LogRouter(SimplePlugin):
                     self.bus.log("Cannot reopen log file %r (%s); still writing to the old file"
                                  % (route.handler.baseFilename, exc.strerror or exc), level=40)
 
+    @priority(REOPEN_PRIORITY)
     def graceful(self) -> None:
         """Reopen the files first, so what the other 'graceful' listeners log lands in them."""
         self.reopen()
-
-    graceful.priority = 10  # type: ignore[attr-defined]
 
 
 def _absolute(path: str | None) -> str | None:

@@ -32,7 +32,7 @@ import tempfile
 
 from .._process import reexec
 from .._core.bus import Bus, StartupError
-from .base import SimplePlugin
+from .base import SimplePlugin, priority, restart_requested
 
 __all__ = ["PIDFile"]
 
@@ -54,6 +54,7 @@ class PIDFile(SimplePlugin):
     def _inherit_name(self) -> str:
         return "pidfile:" + self.pidfile
 
+    @priority(70)
     def start(self) -> None:
         """Claim the PID file, or raise RuntimeError naming the instance that holds it."""
         if self._fd is not None:
@@ -68,8 +69,6 @@ class PIDFile(SimplePlugin):
         self.finalized = True
         self.bus.log("PID %d written to %s." % (self._writer_pid, self.pidfile))
 
-    start.priority = 70
-
     def exit(self) -> None:
         """Remove the PID file if it is still ours; on restart keep it, locked, for the new process."""
         fd = self._fd
@@ -77,7 +76,7 @@ class PIDFile(SimplePlugin):
             return
         try:
             ours = self._writer_pid == os.getpid() and names_file(self.pidfile, os.fstat(fd))
-            if ours and self.bus.execv:
+            if ours and restart_requested(self.bus):
                 reexec.keep_across_exec(fd, self._inherit_name)
                 self.bus.log("PID file %s kept, locked, across the restart." % self.pidfile, level=10)
                 return

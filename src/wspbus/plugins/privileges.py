@@ -23,7 +23,7 @@ import os
 import pwd
 
 from .._core.bus import Bus, StartupError
-from .base import SimplePlugin
+from .base import SimplePlugin, priority
 
 __all__ = ["DropPrivileges"]
 
@@ -67,6 +67,7 @@ class DropPrivileges(SimplePlugin):
             raise ValueError("DropPrivileges: umask must be a number from 0 to 0o777, got %r" % (value,))
         self._umask = value
 
+    @priority(77)
     def start(self) -> None:
         """Drop to uid/gid, verify it took, and set the umask."""
         if self.finalized:
@@ -80,8 +81,6 @@ class DropPrivileges(SimplePlugin):
             old = os.umask(self.umask)
             self.bus.log("umask old: %03o, new: %03o" % (old, self.umask))
         self.finalized = True
-
-    start.priority = 77
 
     def _target(self) -> tuple[int | None, int, str | None]:
         """(uid, gid, user name) to switch to; the gid defaults to the user's primary group."""

@@ -33,9 +33,9 @@ import time
 import zipimport
 
 from .._process import reexec
-from .._core.bus import Bus, ChannelFailures, states
+from .._core.bus import Bus, states
 from ._watch import FileWatcher
-from .base import SimplePlugin
+from .base import SimplePlugin, ignore_listener_failures, priority
 
 __all__ = ["Autoreloader"]
 
@@ -83,6 +83,7 @@ class Autoreloader(SimplePlugin):
 
     # -- the bus's channels --------------------------------------------------------------
 
+    @priority(70)
     def start(self) -> None:
         """Start watching (once; a second start while watching does nothing)."""
         if self._watcher is not None:
@@ -93,8 +94,6 @@ class Autoreloader(SimplePlugin):
         self.bus.log("Autoreloader: watching %d files in %d directories (%s)"
                      % (len(files), len({os.path.dirname(f) for f in files}), self._watcher.name))
         self._catch_up(files)
-
-    start.priority = 70
 
     def stop(self) -> None:
         """Stop watching now; the watcher's thread has ended when this returns."""
@@ -208,10 +207,7 @@ class Autoreloader(SimplePlugin):
         self.bus.wait((states.STARTED, states.STOPPING, states.STOPPED, states.EXITING))
         if self.bus.state is not states.STARTED:
             return
-        try:
-            self.bus.restart()
-        except ChannelFailures:
-            pass  # every failure was logged by the bus where it happened
+        ignore_listener_failures(self.bus.restart)
 
 
 def _inotify_backend() -> type[FileWatcher]:

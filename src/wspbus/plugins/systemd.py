@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 
 from .._core.bus import Bus, State, states
 from .health import DRAIN_CHANNEL, checks_pass
-from .base import SimplePlugin
+from .base import SimplePlugin, restart_requested
 
 __all__ = ["SystemdNotifier", "notify", "notify_address"]
 
@@ -168,13 +168,13 @@ class SystemdNotifier(SimplePlugin):
                 self._reloading = False
                 self.send(READY=1, STATUS=self.status_text(state))
                 self._start_watchdog()
-            elif state is states.STOPPING and self.bus.execv:
+            elif state is states.STOPPING and restart_requested(self.bus):
                 self._reload_begins()
             elif state is states.STOPPING and self.bus.exit_begun:
                 self.send(STOPPING=1, STATUS=self.status_text(state))
             elif state is states.EXITING:
                 self._stop_watchdog()
-                if not self.bus.execv:
+                if not restart_requested(self.bus):
                     self.send(STATUS=self.status_text(state))
             elif not self._reloading:
                 self.send(STATUS=self.status_text(state))

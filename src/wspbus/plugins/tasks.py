@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._core.bus import Bus, State, states
-from .base import SimplePlugin
+from .base import SimplePlugin, priority
 
 __all__ = ["BackgroundTask", "Monitor", "PerpetualTimer"]
 
@@ -162,6 +162,7 @@ class Monitor(SimplePlugin):
     def thread_name(self) -> str:
         return self.name or type(self).__name__
 
+    @priority(70)
     def start(self) -> None:
         """Start the periodic thread, unless frequency <= 0 or it already runs."""
         if self.frequency <= 0:
@@ -176,8 +177,6 @@ class Monitor(SimplePlugin):
             self._unwatch = self.bus.watch_state(self._note_own_stop)
             self.thread.start()
         self.bus.log("Started monitor thread %r." % self.thread_name)
-
-    start.priority = 70  # type: ignore[attr-defined]
 
     def _note_own_stop(self, state: State) -> None:
         # The bus changes state in the thread that called stop()/exit()/restart().
