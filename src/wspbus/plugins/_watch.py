@@ -19,8 +19,8 @@ QUIET_SECONDS = 0.05
 #: ...or once it has lasted this long (a file rewritten without pause must not starve a reload).
 SETTLE_SECONDS = 0.4
 
-WatchedFiles = Callable[[], frozenset]
-ChangeHandler = Callable[[set], None]
+WatchedFiles = Callable[[], frozenset[str]]
+ChangeHandler = Callable[[set[str]], None]
 
 
 class FileWatcher:
@@ -70,7 +70,7 @@ class FileWatcher:
             self.log("Autoreloader: the %s watcher failed; files are no longer watched" % self.name,
                      level=40, traceback=True)
 
-    def report_burst(self, changed: set, more_changes: Callable[[float], set]) -> None:
+    def report_burst(self, changed: set[str], more_changes: Callable[[float], set[str]]) -> None:
         """Report ``changed`` plus what ``more_changes(timeout)`` finds until the files are quiet.
 
         ``more_changes`` waits up to ``timeout`` seconds and returns the watched files that
@@ -89,7 +89,7 @@ class FileWatcher:
         if not self._stop.is_set():
             self.on_change(changed)
 
-    def announce(self, files: frozenset) -> None:
+    def announce(self, files: frozenset[str]) -> None:
         """Say that newly imported files are watched from now on."""
         self.log("Autoreloader: now watching %d files" % len(files), level=10)
 

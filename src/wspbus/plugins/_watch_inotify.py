@@ -14,6 +14,8 @@ import errno
 import os
 import select
 import struct
+from collections.abc import Iterator
+from typing import Any
 
 from ._watch import FileWatcher
 
@@ -29,7 +31,7 @@ _MASK = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_ON
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, length of the name that follows
 
 
-def _load_libc():
+def _load_libc() -> ctypes.CDLL:
     """libc's inotify functions; ImportError where there are none (not Linux)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -41,7 +43,7 @@ def _load_libc():
     return libc
 
 
-def _events(data: bytes):
+def _events(data: bytes) -> Iterator[tuple[int, int, str]]:
     """(wd, mask, name) of each inotify event in ``data``."""
     offset = 0
     while offset < len(data):
@@ -55,7 +57,7 @@ def _events(data: bytes):
 class InotifyWatcher(FileWatcher):
     name = "inotify"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._libc = _load_libc()  # fails here, where 'auto' can pick another backend
         super().__init__(*args, **kwargs)
 
@@ -124,7 +126,7 @@ class InotifyWatcher(FileWatcher):
             self._watch_directories_of(latest)
             self.announce(latest)
 
-    def _watch_directories_of(self, files: frozenset) -> None:
+    def _watch_directories_of(self, files: frozenset[str]) -> None:
         failed: dict[str, int] = {}
         for directory in {os.path.dirname(path) for path in files} - self._watched_directories:
             self._watched_directories.add(directory)  # tried once, not again every interval

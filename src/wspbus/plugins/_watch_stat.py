@@ -27,7 +27,7 @@ class StatWatcher(FileWatcher):
 
     def prepare(self) -> None:
         self._stamps: dict[str, tuple[int, int] | None] = {}
-        self._files: frozenset = frozenset()
+        self._files: frozenset[str] = frozenset()
         self._take_new_files()
 
     def run(self) -> None:
@@ -50,7 +50,7 @@ class StatWatcher(FileWatcher):
 
     def _changed_files(self) -> set[str]:
         stamps = self._stamps
-        changed = set()
+        changed: set[str] = set()
         for path in self._files:
             stamp = _stamp(path)
             if stamp != stamps[path]:

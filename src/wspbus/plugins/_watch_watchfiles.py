@@ -19,6 +19,9 @@ directories opens the new notifier before draining and closing the old one: no e
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ._watch import QUIET_SECONDS, SETTLE_SECONDS, FileWatcher
 
@@ -26,20 +29,34 @@ _STEP_MS = int(QUIET_SECONDS * 1000)
 _DEBOUNCE_MS = int(SETTLE_SECONDS * 1000)
 
 
-def _directories(files: frozenset) -> frozenset:
+#: What RustNotify.watch() returns: the (change, path) pairs seen, or why it returned without any.
+Events = set[tuple[int, str]] | str
+
+
+class Notifier(Protocol):
+    """What is used of watchfiles' RustNotify (the names are its own)."""
+
+    def watch(self, debounce_ms: int, step_ms: int, timeout_ms: int,
+              stop_event: threading.Event | None, /) -> Events: ...
+
+    def close(self) -> None: ...
+
+
+def _directories(files: frozenset[str]) -> frozenset[str]:
     return frozenset(d for d in {os.path.dirname(path) for path in files} if os.path.isdir(d))
 
 
 class WatchfilesWatcher(FileWatcher):
     name = "watchfiles"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         try:
             from watchfiles._rust_notify import RustNotify
         except ImportError:  # here, where 'auto' can go on to the next backend
             raise ImportError("watchfiles is not installed (pip install 'wspbus[reload]')") from None
 
-        self._rust_notify = RustNotify
+        # Called with the arguments of whichever version is installed (see _open).
+        self._rust_notify: Callable[..., Notifier] = RustNotify
         super().__init__(*args, **kwargs)
 
     def prepare(self) -> None:
@@ -66,7 +83,7 @@ class WatchfilesWatcher(FileWatcher):
             self._notifier.close()  # ends watchfiles' thread now, not at garbage collection
             self._notifier = None
 
-    def _open(self, directories: frozenset):
+    def _open(self, directories: frozenset[str]) -> Notifier | None:
         if not directories:
             return None
         args = (sorted(directories), False, False, 300, False)  # paths, debug, polling, delay, recursive
@@ -75,11 +92,11 @@ class WatchfilesWatcher(FileWatcher):
         except TypeError:
             return self._rust_notify(*args)
 
-    def _watched_among(self, events) -> set[str]:
+    def _watched_among(self, events: Events) -> set[str]:
         files = self._files
         return {path for _, path in events} & files if isinstance(events, set) else set()
 
-    def _report_burst(self, events: set) -> None:
+    def _report_burst(self, events: Events) -> None:
         """watchfiles ends a batch when no *new* (change, path) pair came for a step, so a file
         saved over and over ends it early; collect until the saves stop."""
         changed = self._watched_among(events)
@@ -89,6 +106,7 @@ class WatchfilesWatcher(FileWatcher):
     def _changes_after_a_pause(self, timeout: float) -> set[str]:
         timeout_ms = max(1, int(timeout * 1000))
         step_ms = min(_STEP_MS, timeout_ms)
+        assert self._notifier is not None, "a burst is only reported while a notifier watches"
         return self._watched_among(self._notifier.watch(step_ms, step_ms, timeout_ms, self._stop))
 
     def _follow_new_files(self) -> None:

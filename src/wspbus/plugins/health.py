@@ -35,8 +35,15 @@ DEFAULT_READY_PATH = "/readyz"
 
 # (status code, body) -> one response; headers are derived.
 Answer = tuple[int, bytes]
-WSGIApp = Callable[[dict, Callable[..., Any]], Iterable[bytes]]
-ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+Scope = dict[str, Any]
+#: An ASGI message, sent or received.
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def checks_pass(bus: Bus) -> bool:
@@ -129,7 +136,7 @@ class Health:
 
     # -- WSGI ----------------------------------------------------------------------------
 
-    def wsgi(self, environ: dict, start_response: Callable[..., Any]) -> list[bytes]:
+    def wsgi(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
         """A WSGI app serving the two health paths (404 for anything else)."""
         method = environ.get("REQUEST_METHOD", "GET")
         answer = self.answer(environ.get("PATH_INFO", ""), method) or _NOT_FOUND
@@ -138,7 +145,7 @@ class Health:
     def wrap_wsgi(self, app: WSGIApp) -> WSGIApp:
         """``app`` behind the health paths: probes are answered here, everything else by ``app``."""
 
-        def site_with_health(environ: dict, start_response: Callable[..., Any]) -> Iterable[bytes]:
+        def site_with_health(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
             method = environ.get("REQUEST_METHOD", "GET")
             answer = self.answer(environ.get("PATH_INFO", ""), method)
             if answer is None:
@@ -151,7 +158,7 @@ class Health:
     # -- ASGI ----------------------------------------------------------------------------
 
     def _health_asgi_app(self) -> ASGIApp:
-        async def health_app(scope: dict, receive: Callable, send: Callable) -> None:
+        async def health_app(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "lifespan":
                 await _complete_lifespan(receive, send)
             elif scope["type"] == "http":
@@ -165,7 +172,7 @@ class Health:
     def wrap_asgi(self, app: ASGIApp) -> ASGIApp:
         """``app`` behind the health paths: probes are answered here, everything else by ``app``."""
 
-        async def site_with_health(scope: dict, receive: Callable, send: Callable) -> None:
+        async def site_with_health(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] == "http":
                 answer = self.answer(_asgi_path(scope), scope.get("method", "GET"))
                 if answer is not None:
@@ -192,28 +199,28 @@ def _headers(answer: Answer) -> list[tuple[str, str]]:
     return headers
 
 
-def _respond_wsgi(answer: Answer, method: str, start_response: Callable[..., Any]) -> list[bytes]:
+def _respond_wsgi(answer: Answer, method: str, start_response: StartResponse) -> list[bytes]:
     status = HTTPStatus(answer[0])
     start_response("%d %s" % (status, status.phrase), _headers(answer))
     return [b""] if method == "HEAD" else [answer[1]]
 
 
-def _asgi_path(scope: dict) -> str:
+def _asgi_path(scope: Scope) -> str:
     """The request path below the app's mount point (ASGI paths include root_path)."""
-    path = scope.get("path", "")
-    root = scope.get("root_path", "")
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
     if root and path.startswith(root):
         return path[len(root):] or "/"
     return path
 
 
-async def _respond_asgi(answer: Answer, method: str, send: Callable) -> None:
+async def _respond_asgi(answer: Answer, method: str, send: Send) -> None:
     headers = [(name.lower().encode(), value.encode()) for name, value in _headers(answer)]
     await send({"type": "http.response.start", "status": int(answer[0]), "headers": headers})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else answer[1]})
 
 
-async def _complete_lifespan(receive: Callable, send: Callable) -> None:
+async def _complete_lifespan(receive: Receive, send: Send) -> None:
     """Acknowledge startup and shutdown: the health app holds no resources of its own."""
     while True:
         message = await receive()

@@ -47,9 +47,12 @@ class ReopenableFileHandler(logging.FileHandler):
         The new file is opened before the old one is closed: if opening fails (say, after
         privileges were dropped), the OSError is raised and logging goes on to the old file.
         """
-        fresh = open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors)
-        with self.lock:
+        fresh = self._open()  # how FileHandler opens it: path, mode, encoding and errors
+        self.acquire()
+        try:
             old, self.stream = self.stream, fresh
+        finally:
+            self.release()
         if old is not None:
             old.close()
 
@@ -148,12 +151,10 @@ class LogRouter(SimplePlugin):
         routes: list[_Route] = []
         try:
             if self.error_log is not None:
-                formatter = Rfc3339Formatter(self.error_format)
-                handler = _handler(self.error_log, sys.stderr, formatter, "error")
+                handler = _handler(self.error_log, sys.stderr, Rfc3339Formatter(self.error_format), "error")
                 routes.append(_Route(ERROR_LOGGER, handler, self.level))
             if self.access_log is not None:
-                formatter = logging.Formatter(ACCESS_FORMAT)
-                handler = _handler(self.access_log, sys.stdout, formatter, "access")
+                handler = _handler(self.access_log, sys.stdout, logging.Formatter(ACCESS_FORMAT), "access")
                 routes.append(_Route(ACCESS_LOGGER, handler, logging.INFO))
         except ValueError:
             for route in reversed(routes):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from collections.abc import Callable
 
 from .._core.bus import Bus, StartupError
 from .base import SimplePlugin, priority
@@ -93,7 +94,7 @@ class DropPrivileges(SimplePlugin):
         gid = self.gid
         if gid is None:
             if user is None:
-                raise StartupError("DropPrivileges: uid %d has no entry in the password database, so its "
+                raise StartupError("DropPrivileges: uid %s has no entry in the password database, so its "
                                    "group is unknown; give gid= as well" % self.uid)
             gid = user.pw_gid
         return self.uid, gid, (user.pw_name if user else None)
@@ -116,7 +117,7 @@ class DropPrivileges(SimplePlugin):
         self.bus.log("Running as uid: %d gid: %d groups: %s" % (os.getuid(), os.getgid(), groups))
 
 
-def _resolve(value, kind: str, number: str, lookup) -> int | None:
+def _resolve(value: object, kind: str, number: str, lookup: Callable[[str], int]) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, str)):

@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import zipimport
+from types import ModuleType
 
 from .._process import reexec
 from .._core.bus import Bus, states
@@ -78,8 +79,8 @@ class Autoreloader(SimplePlugin):
         self._module_files: set[str] = set()
         self._modules_seen: set[str] = set()
         self._module_count = -1
-        self._extra: frozenset = frozenset()
-        self._watched: frozenset = frozenset()
+        self._extra: frozenset[str] = frozenset()
+        self._watched: frozenset[str] = frozenset()
 
     # -- the bus's channels --------------------------------------------------------------
 
@@ -113,7 +114,7 @@ class Autoreloader(SimplePlugin):
         """The files of the imported modules whose names match ``match``."""
         return _files_of_modules(list(sys.modules.items()), re.compile(self.match))
 
-    def _watched_files(self) -> frozenset:
+    def _watched_files(self) -> frozenset[str]:
         """The watched paths; the same object for as long as nothing was imported or added.
 
         Cheap enough to call every second: one ``len(sys.modules)`` and a copy of the few
@@ -153,7 +154,7 @@ class Autoreloader(SimplePlugin):
                              level=30)
         raise AssertionError("the stat backend is always available")
 
-    def _catch_up(self, files: frozenset) -> None:
+    def _catch_up(self, files: frozenset[str]) -> None:
         """Restart once more if a file was saved while this process was starting.
 
         A save made after the previous process decided to restart and before this one
@@ -232,7 +233,7 @@ def _stat_backend() -> type[FileWatcher]:
 _BACKEND_LOADERS = {"inotify": _inotify_backend, "watchfiles": _watchfiles_backend, "stat": _stat_backend}
 
 
-def _files_of_modules(modules: list, pattern: re.Pattern) -> set[str]:
+def _files_of_modules(modules: list[tuple[str, ModuleType]], pattern: re.Pattern[str]) -> set[str]:
     found = set()
     for name, module in modules:
         if pattern.match(name):
@@ -257,7 +258,7 @@ def _absolute(path: str) -> str:
     return os.path.normpath(path)
 
 
-def module_file(module) -> str | None:
+def module_file(module: ModuleType) -> str | None:
     """The file a module was loaded from, if it is one that can be edited or replaced.
 
     Built-in, frozen and namespace modules have none; sourceless bytecode is skipped; a

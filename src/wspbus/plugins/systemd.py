@@ -201,11 +201,13 @@ class SystemdNotifier(SimplePlugin):
         return self.healthy is None or bool(self.healthy())
 
     def _start_watchdog(self) -> None:
-        if self.watchdog_interval is None or self._watchdog_stop is not None:
+        interval = self.watchdog_interval
+        if interval is None or self._watchdog_stop is not None:
             return
         self._watchdog_stop = threading.Event()
         threading.Thread(
-            target=self._ping_while_healthy, args=(self._watchdog_stop,), name="wspbus systemd watchdog", daemon=True
+            target=self._ping_while_healthy, args=(self._watchdog_stop, interval), name="wspbus systemd watchdog",
+            daemon=True,
         ).start()
 
     def _stop_watchdog(self) -> None:
@@ -213,9 +215,8 @@ class SystemdNotifier(SimplePlugin):
             self._watchdog_stop.set()
             self._watchdog_stop = None
 
-    def _ping_while_healthy(self, stop: threading.Event) -> None:
+    def _ping_while_healthy(self, stop: threading.Event, interval: float) -> None:
         """Ping on a fixed schedule (no drift, no catch-up burst); wake only to ping or to stop."""
-        interval = self.watchdog_interval
         due = time.monotonic() + interval
         while not stop.wait(max(0.0, due - time.monotonic())):
             try:

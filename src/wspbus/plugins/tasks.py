@@ -62,8 +62,8 @@ class _Repeating:
 
     interval: float
     function: Callable[..., Any]
-    args: tuple
-    kwargs: dict
+    args: Iterable[Any]
+    kwargs: Mapping[str, Any]
     bus: Bus | None
 
     def _repeat(self, cancelled: threading.Event) -> None:
@@ -191,7 +191,8 @@ class Monitor(SimplePlugin):
             own_stop, self._stopped_by_own_callback = self._stopped_by_own_callback, False
         if thread is None:
             return
-        unwatch()
+        if unwatch is not None:
+            unwatch()
         thread.cancel()
         if not own_stop and thread is not threading.current_thread():
             thread.join()
