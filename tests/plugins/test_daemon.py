@@ -34,7 +34,13 @@ CHILD = """\
     os.environ["INCARNATION"] = str(incarnation + 1)
     bus = Bus(graceful_timeout=10)
     bus.subscribe("log", lambda msg, level=20: print("LOG", msg, flush=True))
-    SignalHandler(bus).subscribe()
+    if mode == "drain and reap":  # the other plugins with a signal worker, without a SignalHandler
+        from wspbus.plugins.drain import Drainer
+        from wspbus.plugins.reaper import ChildReaper
+        Drainer(bus).subscribe()
+        ChildReaper(bus, always=True).subscribe()
+    else:
+        SignalHandler(bus).subscribe()
     daemonizer = Daemonizer(bus, stdout=work + "/out.log", stderr=work + "/err.log")
     daemonizer.subscribe()
 
@@ -174,6 +180,17 @@ def test_other_threads_at_fork_time_are_warned_about(spawn, tmp_path, daemons):
     assert "wspbus signals" in facts["threads"]  # restarted after the fork, and not warned about
     os.kill(facts["pid"], signal.SIGTERM)
     assert wait_exit(facts["pid"]) == 0
+
+
+def test_the_drainer_and_the_reaper_keep_their_signal_worker_in_the_daemon(spawn, tmp_path, daemons):
+    launcher = spawn(CHILD, str(tmp_path), "drain and reap")
+    assert launcher.wait() == 0
+    assert "Daemonizing with" not in launcher.output()  # their worker threads are restarted, not lost
+    facts = daemon_facts(tmp_path, daemons)
+    assert {"wspbus drain signals", "wspbus child reaper"} <= set(facts["threads"])
+    os.kill(facts["pid"], signal.SIGTERM)  # heard by the Drainer's worker in the daemon
+    assert wait_exit(facts["pid"]) == 0
+    assert "SIGTERM: exiting" in (tmp_path / "out.log").read_text()
 
 
 def test_a_restarting_daemon_stays_the_same_process(spawn, tmp_path, daemons):

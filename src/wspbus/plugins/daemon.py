@@ -16,8 +16,8 @@ set ``owner_reports_failure`` before the start and call ``report_start_failure()
 
 Threads do not survive a fork, and a lock one of them held stays locked in the daemon, so
 the Daemonizer warns when other threads run at fork time. Threads that mark themselves with
-``thread.restarted_after_fork = True`` (the SignalHandler's dispatcher) have a replacement
-started in the daemon and are not warned about.
+``thread.restarted_after_fork = True`` (the signal workers of the SignalHandler, Drainer and
+ChildReaper) have a replacement started in the daemon and are not warned about.
 
 A daemon that restarts (re-executes itself) stays the same process and does not fork again:
 the daemon's pid is noted in the environment variable ``WSPBUS_DAEMON_PID``.
