@@ -1,14 +1,15 @@
 """wspbus: a framework-neutral Web Site Process Bus.
 
-``import wspbus`` loads only the bus core (stdlib only). Plugins live in ``wspbus.plugins``,
-HTTP server adapters in ``wspbus.servers``, the deployer in ``wspbus.deploy.launch``; every other
-name below is imported on first use.
+``import wspbus`` loads only the bus core and the process's bus (stdlib only). Plugins live in
+``wspbus.plugins``, HTTP server adapters in ``wspbus.servers``, the deployer in
+``wspbus.deploy.launch``; every other name below is imported on first use.
 """
 
 from __future__ import annotations
 
-from ._core.bus import Bus, ChannelFailures, StartupError, State, states
+from ._core.bus import ChannelFailures, StartupError, State, states
 from ._core.lazy import lazy_exports
+from ._process.bus import Bus
 
 __version__ = "0.1.0"
 

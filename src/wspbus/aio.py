@@ -1,7 +1,7 @@
-"""The bus in an asyncio program: coroutine listeners and a bus run inside the program's loop.
+"""The bus in an asyncio program: a bus run inside the program's loop.
 
-A coroutine function subscribed to a channel runs on ``bus.loop`` (the site's event loop); the
-publishing thread waits for its result, so publish() returns it like any other listener's.
+A coroutine function subscribed to a channel runs on ``bus.loop`` (the site's event loop): the
+bus core does that itself (wspbus._core.coroutines; CoroutineListener is re-exported here).
 ``run_bus()`` starts the bus from a coroutine without blocking the loop: transitions run on a
 worker thread (so coroutine listeners can use the loop meanwhile), signals arrive through the
 loop's own signal handling, and the coroutine returns once the bus has exited.
@@ -12,43 +12,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ._core.bus import Bus, states
+from ._core.coroutines import CoroutineListener
+
+T = TypeVar("T")
 
 __all__ = ["CoroutineListener", "run_bus"]
-
-
-class CoroutineListener:
-    """Runs a coroutine function to completion on the bus's loop and returns its result."""
-
-    __slots__ = ("bus", "func")
-
-    def __init__(self, bus: Bus, func: Callable[..., Coroutine[Any, Any, Any]]) -> None:
-        self.bus = bus
-        self.func = func
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        loop = self.bus.loop
-        if loop is None or loop.is_closed():
-            return asyncio.run(self.func(*args, **kwargs))  # no site loop: a private one
-        if _running_loop() is loop:
-            raise RuntimeError(
-                "coroutine listener %r cannot be run from its own event loop's thread; publish "
-                "from another thread (wspbus.aio.run_bus runs transitions on a worker)" % (self.func,)
-            )
-        return asyncio.run_coroutine_threadsafe(self.func(*args, **kwargs), loop).result()
-
-    def __repr__(self) -> str:
-        return "<coroutine listener %r>" % (self.func,)
-
-
-def _running_loop():
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 async def run_bus(bus: Bus, *, exit_signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> None:
@@ -61,7 +33,7 @@ async def run_bus(bus: Bus, *, exit_signals: tuple[int, ...] = (signal.SIGTERM, 
     """
     loop = asyncio.get_running_loop()
     bus.loop = loop
-    installed = []
+    installed: list[int] = []
     if threading.current_thread() is threading.main_thread():
         for signum in exit_signals:
             loop.add_signal_handler(signum, _in_worker, bus.exit, "wspbus exit on signal")
@@ -81,27 +53,28 @@ def _in_worker(func: Callable[[], Any], name: str) -> threading.Thread:
     return worker
 
 
-async def _off_loop(func: Callable[[], Any]) -> Any:
+async def _off_loop(func: Callable[[], T]) -> T:
     """Run a blocking bus call on a worker thread; the loop stays free to serve its listeners."""
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
+    done: asyncio.Future[T] = loop.create_future()
 
     def run() -> None:
         try:
             result = func()
         except BaseException as exc:  # handed to the awaiting coroutine
-            loop.call_soon_threadsafe(_settle, done, None, exc)
+            loop.call_soon_threadsafe(_fail, done, exc)
         else:
-            loop.call_soon_threadsafe(_settle, done, result, None)
+            loop.call_soon_threadsafe(_succeed, done, result)
 
     _in_worker(run, "wspbus %s" % getattr(func, "__name__", "call"))
     return await done
 
 
-def _settle(future: asyncio.Future, result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
+def _succeed(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():
         future.set_result(result)
+
+
+def _fail(future: asyncio.Future[T], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -95,6 +95,50 @@ def test_block_exits_on_keyboard_interrupt_and_runs_stop_and_exit(spawn):
     assert child.wait() == 0
 
 
+def test_an_oserror_in_block_is_logged_as_itself_and_propagates_after_the_exit(spawn):
+    """A signal handler that fails with an OSError while block() waits is an error, not a
+    keyboard interrupt: it is logged with its traceback, the bus exits, and the error ends
+    the process."""
+    child = spawn("""
+        import os, signal, threading, wspbus
+        bus = wspbus.Bus()
+        bus.subscribe('log', lambda msg, level=20: print('LOG', level, msg.replace('\\n', ' | '), flush=True))
+        bus.subscribe('exit', lambda: print('exited', flush=True))
+        def inside_block():  # 'main' is published by block() itself: once it ran, block() waits
+            print('ready', flush=True)
+            bus.unsubscribe('main', inside_block)
+        again = threading.Event()
+        def send_again():  # a signal handled before block() waits is sent once more
+            while True:
+                again.wait()
+                again.clear()
+                os.kill(os.getpid(), signal.SIGHUP)
+        threading.Thread(target=send_again, daemon=True).start()
+        def reopen_log(signum, frame):
+            while frame is not None:
+                if frame.f_code is inside_block.__code__:  # still in the listener, not waiting yet
+                    again.set()
+                    return
+                frame = frame.f_back
+            open('/nonexistent/wspbus.log', 'a')
+        signal.signal(signal.SIGHUP, reopen_log)
+        bus.subscribe('main', inside_block)
+        bus.start()
+        bus.block(interval=0.01)
+        print('block returned', flush=True)
+    """)
+    child.expect("^ready$")
+    child.send(signal.SIGHUP)
+    logged = child.expect(r"^LOG (\d+) Error while waiting for the bus to exit: shutting down bus(.*)$")
+    assert logged.group(1) == "40"
+    assert "FileNotFoundError" in logged.group(2) and "reopen_log" in logged.group(2)
+    child.expect("^exited$")
+    output = child.output()
+    assert "Keyboard Interrupt" not in output and "block returned" not in output
+    assert "FileNotFoundError: [Errno 2] No such file or directory: '/nonexistent/wspbus.log'" in output
+    assert child.proc.returncode == 1
+
+
 def test_a_failing_start_ends_the_process_cleanly_with_the_error(spawn):
     child = spawn("""
         import wspbus

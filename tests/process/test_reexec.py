@@ -122,6 +122,23 @@ def test_restart_is_quick_when_the_descriptor_limit_is_huge(spawn, tmp_path):
 
 def test_inherited_descriptors_are_only_for_the_process_they_were_meant_for(monkeypatch):
     monkeypatch.setenv(_reexec.FDS_ENV, '{"pid": 1, "fds": {"x": 7}}')
-    monkeypatch.setattr(_reexec, "_inherited", None)
-    assert _reexec.take_inherited("x") is None
+    assert _reexec.Handover().take("x") is None  # a fresh one reads the environment
     assert _reexec.FDS_ENV not in os.environ
+
+
+def test_inherited_descriptors_are_taken_once_and_read_from_the_environment_once(monkeypatch):
+    monkeypatch.setenv(_reexec.FDS_ENV, '{"pid": %d, "fds": {"x": 7, "y": 8}}' % os.getpid())
+    handover = _reexec.Handover()
+    assert handover.take("x") == 7
+    assert _reexec.FDS_ENV not in os.environ
+    assert handover.take("x") is None  # once only
+    assert handover.take("y") == 8
+
+
+def test_a_forgotten_descriptor_is_not_handed_over():
+    handover = _reexec.Handover()
+    handover.keep(40, "a")
+    handover.keep(41, "b")
+    handover.forget(40)
+    handover.forget(99)  # never kept: nothing to do
+    assert handover.kept() == {41: "b"}

@@ -6,63 +6,45 @@ or sites, which plug into it through channels. Rules it keeps (README, "Design r
 * publish() is the hot path. It reads an immutable, already sorted tuple of listeners for the
   channel; subscribe()/unsubscribe() (rare) rebuild that tuple under the lock. So any number
   of threads may subscribe, unsubscribe and publish at once without losing a listener.
-* Nothing waits on a tick. Waiters sleep on a waker (_waking.py) that every state change and
+* Nothing waits on a tick. Waiters sleep on a waker (waking.py) that every state change and
   subscription sets; they only wake periodically while somebody listens on the channel they were
   asked to publish (block() publishes 'main'). On the main thread the waker is a pipe that
   signals write to as well, so a signal delivered to any thread is handled at once.
 * Shutdown is bounded. 'stop' and 'exit' listeners run on a worker thread; one that does not
-  return within ``graceful_timeout`` is named in the log and left behind, and the rest run.
+  return within ``graceful_timeout`` is named in the log and left behind, and the rest run
+  (shutdown.py).
+* What ending a process takes is not the core's business. After restart(), block() calls
+  ``_reexecute()``, and after a plain exit ``_bound_interpreter_exit()``; here both do nothing
+  (block() returns with ``execv`` set, for the caller to act on). The process's bus,
+  ``wspbus.Bus`` (wspbus._process.bus), re-executes and bounds the interpreter's exit.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .._process import reexec
-from .errors import ChannelFailures, StartupError
-from .shutdown import describe, join_threads, start_listener_worker
-from .states import State, as_state_set, states
-from .waking import new_waker, wait_for
+from .channels import BUILTIN_CHANNELS, Channels, Listener, ListenersView
+from .errors import ChannelFailures, StartupError, add_failure, collect_failures, failure_message
+from .shutdown import join_threads, run_bounded
+from .states import State, StateWatcher, StateWatchers, as_state_set, states
+from .stdlib_log import StdlibLogger
+from .waking import Waiters
 
-__all__ = ["Bus", "ChannelFailures", "ListenersView", "StartupError", "State", "states"]
+if TYPE_CHECKING:
+    import asyncio
 
-BUILTIN_CHANNELS = ("start", "stop", "exit", "graceful", "log", "main")
+__all__ = ["BUILTIN_CHANNELS", "Bus", "ChannelFailures", "ListenersView", "StartupError", "State", "states"]
+
 DEFAULT_PRIORITY = 50
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 #: Seconds a 'stop'/'exit' listener, or a thread at exit, may take before the bus gives up on it.
 #: gunicorn's default graceful timeout, and what Kubernetes' default grace period leaves room for.
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 
-Listener = Callable[..., Any]
-
-
-class ListenersView(Mapping):
-    """Read-only mapping of channel -> frozenset of listeners, backed by the bus."""
-
-    __slots__ = ("_bus",)
-
-    def __init__(self, bus: "Bus") -> None:
-        self._bus = bus
-
-    def __getitem__(self, channel: str) -> frozenset:
-        with self._bus._lock:
-            return frozenset(self._bus._subscriptions[channel])
-
-    def __iter__(self):
-        with self._bus._lock:
-            return iter(list(self._bus._subscriptions))
-
-    def __len__(self) -> int:
-        return len(self._bus._subscriptions)
-
-    def setdefault(self, channel: str, default: Any = None) -> frozenset:
-        self._bus.declare_channel(channel)
-        return self[channel]
+ListenerT = TypeVar("ListenerT", bound=Listener)
 
 
 class Bus:
@@ -74,27 +56,25 @@ class Bus:
     states = states
 
     def __init__(self, *, graceful_timeout: float | None = DEFAULT_GRACEFUL_TIMEOUT) -> None:
+        #: Set by restart(): once the bus has exited, block() re-executes the process.
         self.execv = False
         #: Bound on each 'stop'/'exit' listener and on waiting for threads at exit (None: no bound).
         self.graceful_timeout = graceful_timeout
         #: Exit status a failure asked for (a server that died, a start that failed); 0 otherwise.
         self.exit_code = 0
         self._lock = threading.RLock()
-        self._wakers: list = []  # one per waiting thread; set after every change waiters check
+        self._waiters = Waiters()  # woken after every change a waiter checks
         self._state = states.STOPPED
         self._exit_begun = False
         self._exit_done = False
-        self._state_watchers: list[Callable[[State], None]] = []
+        self._state_watchers = StateWatchers()
         #: The asyncio loop coroutine listeners run on (set by wspbus.aio.run_bus or by hand).
-        self.loop = None
-        # channel -> {listener: (priority, sequence, invoker)}; mutated only under the lock.
-        self._subscriptions: dict[str, dict[Listener, tuple[int, int, Listener]]] = {
-            channel: {} for channel in BUILTIN_CHANNELS
-        }
-        # channel -> listeners sorted by (priority, sequence); replaced, never mutated.
-        self._ordered: dict[str, tuple[Listener, ...]] = {}
-        self._sequence = 0
-        self._stdlib_logger = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._channels = Channels()
+        # channel -> listeners sorted by (priority, sequence): the channels' own snapshot dict,
+        # read by publish() without a lock.
+        self._ordered = self._channels.ordered
+        self._stdlib_log = StdlibLogger("wspbus")
         self.subscribe("log", self.log_to_stdlib, priority=100)
 
     # -- state ---------------------------------------------------------------------------
@@ -105,11 +85,9 @@ class Bus:
 
     @state.setter
     def state(self, value: State) -> None:
-        with self._lock:
-            self._state = value
-            watchers = tuple(self._state_watchers)
+        self._state = value
         self._wake_waiters()
-        for watcher in watchers:
+        for watcher in self._state_watchers.current():
             try:
                 watcher(value)
             except Exception:  # one broken watcher must not stop the transition
@@ -130,14 +108,21 @@ class Bus:
         ``listeners.setdefault(channel, ...)`` declares a channel, as CherryPy plugins do so
         that SimplePlugin binds their methods to it.
         """
-        return ListenersView(self)
+        return ListenersView(self._channels)
 
     def declare_channel(self, channel: str) -> None:
         """Make ``channel`` known (it appears in ``listeners``) even with no listener yet."""
-        with self._lock:
-            self._subscriptions.setdefault(channel, {})
+        self._channels.declare(channel)
 
-    def subscribe(self, channel: str, callback: Listener | None = None, priority: int | None = None):
+    @overload
+    def subscribe(self, channel: str, callback: None = None,
+                  priority: int | None = None) -> Callable[[ListenerT], ListenerT]: ...
+
+    @overload
+    def subscribe(self, channel: str, callback: ListenerT, priority: int | None = None) -> ListenerT: ...
+
+    def subscribe(self, channel: str, callback: ListenerT | None = None,
+                  priority: int | None = None) -> ListenerT | Callable[[ListenerT], ListenerT]:
         """Add ``callback`` to ``channel``; with no callback, a decorator returning the callback.
 
         Lower priority runs first (default ``callback.priority``, else 50); equal priorities run
@@ -147,15 +132,9 @@ class Bus:
             return lambda func: self.subscribe(channel, func, priority)
         if priority is None:
             priority = getattr(callback, "priority", DEFAULT_PRIORITY)
-        with self._lock:
-            subs = self._subscriptions.setdefault(channel, {})
-            previous = subs.get(callback)
-            if previous is None:
-                self._sequence += 1
-                subs[callback] = (priority, self._sequence, self._invoker(callback))
-            else:
-                subs[callback] = (priority, *previous[1:])
-            self._reorder(channel)
+        self._channels.add(channel, callback, priority, self._invoker(callback))
+        # A waiter publishing this channel periodically may now need to start ticking.
+        self._wake_waiters()
         return callback
 
     def _invoker(self, callback: Listener) -> Listener:
@@ -163,41 +142,21 @@ class Bus:
         code = getattr(getattr(callback, "__func__", callback), "__code__", None)
         if code is None or not code.co_flags & _CO_COROUTINE:
             return callback
-        from ..aio import CoroutineListener
+        from .coroutines import CoroutineListener  # imports asyncio: only when a coroutine needs it
 
         return CoroutineListener(self, callback)
 
     def unsubscribe(self, channel: str, callback: Listener) -> None:
         """Remove ``callback`` from ``channel``; unknown pairs are ignored."""
-        with self._lock:
-            subs = self._subscriptions.get(channel)
-            if subs is not None and subs.pop(callback, None) is not None:
-                self._reorder(channel)
+        if self._channels.remove(channel, callback):
+            self._wake_waiters()  # a waiter publishing this channel may now stop ticking
 
-    def _reorder(self, channel: str) -> None:
-        subs = self._subscriptions[channel]
-        ordered = tuple(entry[2] for entry in sorted(subs.values(), key=lambda entry: entry[:2]))
-        if ordered:
-            self._ordered[channel] = ordered
-        else:
-            self._ordered.pop(channel, None)
-        # A waiter publishing this channel periodically may now need to start (or stop) ticking.
-        self._wake_waiters()
-
-    def watch_state(self, watcher: Callable[[State], None]) -> Callable[[], None]:
+    def watch_state(self, watcher: StateWatcher) -> Callable[[], None]:
         """Call ``watcher(state)`` after every state change; returns a function that stops it.
 
         The watcher runs in the thread that changed the state and must not block.
         """
-        with self._lock:
-            self._state_watchers.append(watcher)
-
-        def unwatch() -> None:
-            with self._lock:
-                if watcher in self._state_watchers:
-                    self._state_watchers.remove(watcher)
-
-        return unwatch
+        return self._state_watchers.add(watcher)
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -212,7 +171,7 @@ class Bus:
             return []
         output: list[Any] = []
         append = output.append
-        failures = None
+        failures: ChannelFailures | None = None
         # Two loops only so that the common no-argument call skips packing empty *args/**kwargs.
         if args or kwargs:
             for listener in listeners:
@@ -232,17 +191,10 @@ class Bus:
 
     def _listener_failed(self, channel: str, listener: Listener, exc: BaseException,
                          failures: ChannelFailures | None) -> ChannelFailures:
-        """Record a listener's exception; KeyboardInterrupt and SystemExit propagate at once."""
-        if isinstance(exc, SystemExit):
-            if failures and exc.code == 0:
-                exc.code = 1
-            raise exc
-        if not isinstance(exc, Exception):
-            raise exc
-        if failures is None:
-            failures = ChannelFailures()
-        failures.add(exc)
-        self._log_failure(channel, listener, exc)
+        """Record and log a listener's exception; KeyboardInterrupt and SystemExit propagate at once."""
+        failures = add_failure(failures, exc)
+        if channel != "log":  # a broken log listener must not recurse into the log
+            self.log(failure_message(channel, listener, exc), level=40)
         return failures
 
     def _publish_until_failure(self, channel: str) -> None:
@@ -253,47 +205,20 @@ class Bus:
             except BaseException as exc:
                 raise self._listener_failed(channel, listener, exc, None) from None
 
-    def _log_failure(self, channel: str, listener: Listener, exc: BaseException) -> None:
-        if channel == "log":
-            return  # a broken log listener must not recurse into the log
-        if isinstance(exc, StartupError):
-            self.log("Error in %r listener %r: %s" % (channel, listener, exc), level=40)
-            return
-        import traceback
-
-        formatted = "".join(traceback.format_exception(exc))
-        self.log("Error in %r listener %r\n%s" % (channel, listener, formatted), level=40)
-
     def _publish_bounded(self, channel: str) -> None:
-        """Publish ``channel`` with each listener bounded by ``graceful_timeout``.
-
-        A listener that overruns is named in the log and abandoned on its (daemon) worker; a
-        fresh worker runs the listeners after it.
-        """
+        """Publish ``channel`` with each listener bounded by ``graceful_timeout`` (see run_bounded)."""
         if self.graceful_timeout is None:
             self.publish(channel)
             return
         listeners = self._ordered.get(channel, ())
         if not listeners:
             return
-        failures = None
-        index = 0
-        with self._waker(register=False) as waker:
-            while index < len(listeners):
-                reports: collections.deque = collections.deque()
-                abandoned = start_listener_worker(listeners, index, "wspbus %s" % channel,
-                                                  lambda *report: (reports.append(report), waker.set()))
-                while index < len(listeners):
-                    if not wait_for(waker, lambda: bool(reports), self.graceful_timeout):
-                        abandoned.set()  # if the stuck listener ever returns, its worker stops there
-                        self.log("Listener %s on channel %r did not return within %g s; going on without it"
-                                 % (describe(listeners[index]), channel, self.graceful_timeout), level=40)
-                        index += 1
-                        break
-                    done_index, outcome = reports.popleft()
-                    index = done_index + 1
-                    if outcome is not None:
-                        failures = self._listener_failed(channel, listeners[done_index], outcome, failures)
+        failures = ChannelFailures()
+
+        def failed(listener: Listener, exc: BaseException) -> None:
+            self._listener_failed(channel, listener, exc, failures)
+
+        run_bounded(listeners, channel, self.graceful_timeout, failed, self.log)
         if failures:
             raise failures
 
@@ -331,23 +256,25 @@ class Bus:
         if self._begin_exit():
             self._run_exit()
 
-    def _begin_exit(self) -> bool:
-        """Claim the exit; False if another call already did."""
+    def _begin_exit(self, *, execv: bool = False) -> bool:
+        """Claim the exit (for a restart if ``execv``); False if another call already did."""
         with self._lock:
             if self._exit_begun:
                 return False
             self._exit_begun = True
+            if execv:
+                self.execv = True
             return True
 
     def _run_exit(self) -> None:
         failures = ChannelFailures()
         try:
-            _collect_failures(failures, self.stop)
+            collect_failures(failures, self.stop)
         finally:  # even a SystemExit from a 'stop' listener must not leave the exit half done
             try:
                 self.state = states.EXITING
                 self.log("Bus EXITING")
-                _collect_failures(failures, self._publish_bounded, "exit")
+                collect_failures(failures, self._publish_bounded, "exit")
             finally:
                 self.log("Bus EXITED")
                 self._exit_done = True
@@ -360,13 +287,10 @@ class Bus:
 
         Ignored once an exit has begun: a process told to end must not come back.
         """
-        with self._lock:
-            if self._exit_begun:
-                self.log("Restart ignored: the bus is already exiting", level=30)
-                return
-            self._exit_begun = True
-            self.execv = True
-        self._run_exit()
+        if self._begin_exit(execv=True):
+            self._run_exit()
+        else:
+            self.log("Restart ignored: the bus is already exiting", level=30)
 
     def graceful(self) -> None:
         """Advise all services to reload."""
@@ -382,60 +306,25 @@ class Bus:
         without listeners the thread sleeps until the state changes.
         """
         wanted = as_state_set(state)
-
-        def reached() -> bool:
-            return self._state in wanted
-
-        with self._waker() as waker:
-            while not reached():
-                ticking = channel is not None and channel in self._ordered
-                changed = wait_for(waker, lambda: reached() or (channel in self._ordered) != ticking,
-                                   interval if ticking else None)
-                if not changed:  # a whole interval passed with nothing else happening
-                    self.publish(channel)
-
-    @contextlib.contextmanager
-    def _waker(self, register: bool = True) -> Iterator[Any]:
-        """A waker for the calling thread, set (if registered) by every change waiters check."""
-        waker = new_waker()
-        if register:
-            with self._lock:
-                self._wakers.append(waker)
-        try:
-            yield waker
-        finally:
-            if register:
-                with self._lock:
-                    self._wakers.remove(waker)
-            waker.close()
+        if channel is None:
+            self._waiters.wait(lambda: self._state in wanted)
+            return
+        ticks, ordered = channel, self._ordered
+        self._waiters.wait(lambda: self._state in wanted, interval,
+                           ticking=lambda: ticks in ordered, tick=lambda: self.publish(ticks))
 
     def _wake_waiters(self) -> None:
-        for waker in tuple(self._wakers):
-            waker.set()
+        self._waiters.wake_all()
 
     def _wait_exit_done(self) -> None:
-        with self._waker() as waker:
-            wait_for(waker, lambda: self._exit_done)
+        """Return once exit() has run to its end (on whichever thread runs it)."""
+        self._waiters.wait(lambda: self._exit_done)
 
     async def wait_async(self, state: State | Iterable[State]) -> None:
         """Wait for ``state`` without blocking the running asyncio event loop."""
-        import asyncio
+        from .coroutines import wait_for_state  # imports asyncio, which a caller here has already
 
-        wanted = as_state_set(state)
-        loop = asyncio.get_running_loop()
-        reached = loop.create_future()
-
-        def on_change(new_state: State) -> None:
-            if new_state in wanted and not loop.is_closed():
-                loop.call_soon_threadsafe(_resolve, reached)
-
-        unwatch = self.watch_state(on_change)
-        try:
-            if self._state in wanted:
-                return
-            await reached
-        finally:
-            unwatch()
+        await wait_for_state(self, as_state_set(state))
 
     def block(self, interval: float = 0.1) -> None:
         """Wait for the bus to exit, wait for the process's threads, then re-exec if asked.
@@ -445,26 +334,38 @@ class Bus:
         """
         try:
             self.wait(states.EXITING, interval=interval, channel="main")
-        except (KeyboardInterrupt, OSError):
+        except KeyboardInterrupt:
             self.log("Keyboard Interrupt: shutting down bus")
             self._exit_quietly()
         except SystemExit:
             self.log("SystemExit raised: shutting down bus")
             self._exit_quietly()
             raise
+        except OSError:  # from a signal handler, say: not an interrupt, an error to show
+            self.log("Error while waiting for the bus to exit: shutting down bus", level=40, traceback=True)
+            self._exit_quietly()
+            raise
         self._wait_exit_done()
         self.log("Waiting for child threads to terminate...")
-        stuck = join_threads(self.graceful_timeout)
-        if stuck:
-            self.log(
-                "Threads still running after %g s, not waited for: %s"
-                % (self.graceful_timeout, ", ".join(t.name for t in stuck)),
-                level=30,
-            )
+        timeout = self.graceful_timeout
+        join_threads(timeout, self.log)
         if self.execv:
-            self._do_execv()
-        elif self.graceful_timeout is not None:
-            reexec.bound_interpreter_exit(self.graceful_timeout, self.log, lambda: self.exit_code)
+            self._reexecute()
+        elif timeout is not None:
+            self._bound_interpreter_exit(timeout)
+
+    def _reexecute(self) -> None:
+        """Replace the process with a new run of the same program, after restart().
+
+        The core cannot: block() returns with ``execv`` set, for the caller to act on. The
+        process's bus (wspbus.Bus) re-executes here.
+        """
+
+    def _bound_interpreter_exit(self, timeout: float) -> None:
+        """Keep threads the bus does not own from hanging the interpreter's exit past ``timeout``.
+
+        The core leaves the interpreter's exit alone; the process's bus (wspbus.Bus) bounds it.
+        """
 
     def _exit_quietly(self) -> None:
         try:
@@ -472,21 +373,16 @@ class Bus:
         except ChannelFailures:
             pass  # each failure was logged where it happened
 
-    def _do_execv(self) -> None:
-        """Re-execute this process: same interpreter, flags, arguments and working directory."""
-        args = reexec.command_line()
-        self.log("Re-spawning %s" % " ".join(args))
-        reexec.reexec(args)
-
-    def start_with_callback(self, func: Callable[..., Any], args: tuple | None = None, kwargs: dict | None = None) -> threading.Thread:
+    def start_with_callback(self, func: Callable[..., Any], args: Iterable[Any] | None = None,
+                            kwargs: dict[str, Any] | None = None) -> threading.Thread:
         """Start the bus, and run ``func(*args, **kwargs)`` in a new thread once it is STARTED."""
-        args = () if args is None else tuple(args)
-        kwargs = {} if kwargs is None else dict(kwargs)
+        positional = () if args is None else tuple(args)
+        keywords = {} if kwargs is None else dict(kwargs)
 
         def run_when_started() -> None:
             self.wait((states.STARTED, states.EXITING))  # a failed start ends in EXITING
             if self._state is states.STARTED:
-                func(*args, **kwargs)
+                func(*positional, **keywords)
 
         thread = threading.Thread(target=run_when_started)
         thread.name = "Bus Callback " + thread.name
@@ -509,24 +405,5 @@ class Bus:
 
         Unsubscribe it (``bus.unsubscribe('log', bus.log_to_stdlib)``) to silence that route.
         """
-        logger = self._stdlib_logger
-        if logger is None:
-            import logging
+        self._stdlib_log(msg, level)
 
-            logger = self._stdlib_logger = logging.getLogger("wspbus")
-        if logger.isEnabledFor(level):
-            logger.log(level, msg)
-
-
-def _collect_failures(failures: ChannelFailures, func: Callable[..., Any], *args: Any) -> None:
-    """Run ``func``; add the listener failures it raises to ``failures``."""
-    try:
-        func(*args)
-    except ChannelFailures as raised:
-        for exc in raised.get_instances():
-            failures.add(exc)
-
-
-def _resolve(future) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -1,8 +1,9 @@
-"""The bus's exceptions."""
+"""The bus's exceptions, and how a failing listener's exception is recorded and told."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -17,7 +18,9 @@ class ChannelFailures(Exception):
 
     def handle_exception(self) -> None:
         """Record the exception being handled now."""
-        self._exceptions.append(sys.exc_info()[1])
+        exc = sys.exc_info()[1]
+        if exc is not None:
+            self._exceptions.append(exc)
 
     def add(self, exc: BaseException) -> None:
         """Record an exception caught elsewhere (another thread)."""
@@ -41,3 +44,39 @@ class StartupError(RuntimeError):
 
     Raised from a listener, it is logged as one line, without a traceback.
     """
+
+
+def add_failure(failures: ChannelFailures | None, exc: BaseException) -> ChannelFailures:
+    """Record a listener's exception in ``failures`` (a new one if None) and return it.
+
+    KeyboardInterrupt and SystemExit are raised at once instead: the process is going away.
+    SystemExit's code becomes 1 if a listener had already failed, so the failure shows.
+    """
+    if isinstance(exc, SystemExit):
+        if failures and exc.code == 0:
+            exc.code = 1
+        raise exc
+    if not isinstance(exc, Exception):
+        raise exc
+    if failures is None:
+        failures = ChannelFailures()
+    failures.add(exc)
+    return failures
+
+
+def failure_message(channel: str, listener: object, exc: BaseException) -> str:
+    """The log line for a failed listener: a StartupError's message says all; others get a traceback."""
+    if isinstance(exc, StartupError):
+        return "Error in %r listener %r: %s" % (channel, listener, exc)
+    import traceback
+
+    return "Error in %r listener %r\n%s" % (channel, listener, "".join(traceback.format_exception(exc)))
+
+
+def collect_failures(failures: ChannelFailures, func: Callable[..., Any], *args: Any) -> None:
+    """Run ``func``; add the listener failures it raises to ``failures``."""
+    try:
+        func(*args)
+    except ChannelFailures as raised:
+        for exc in raised.get_instances():
+            failures.add(exc)

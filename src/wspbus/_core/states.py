@@ -1,8 +1,11 @@
-"""The five states of the bus."""
+"""The five states of the bus, and who watches them change."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+
+StateWatcher = Callable[["State"], None]
 
 
 class State:
@@ -24,7 +27,7 @@ class _StateEnum:
     STOPPING = State("STOPPING")
     EXITING = State("EXITING")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[State]:
         return iter((self.STOPPED, self.STARTING, self.STARTED, self.STOPPING, self.EXITING))
 
 
@@ -36,3 +39,28 @@ def as_state_set(state: State | Iterable[State]) -> frozenset[State]:
     if isinstance(state, State):
         return frozenset((state,))
     return frozenset(state)
+
+
+class StateWatchers:
+    """The callables a bus tells of every state change, in the order they began watching."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # reentrant: a signal handler may watch mid-watch
+        self._watchers: list[StateWatcher] = []
+
+    def add(self, watcher: StateWatcher) -> Callable[[], None]:
+        """Start telling ``watcher``; returns the function that stops it."""
+        with self._lock:
+            self._watchers.append(watcher)
+
+        def unwatch() -> None:
+            with self._lock:
+                if watcher in self._watchers:
+                    self._watchers.remove(watcher)
+
+        return unwatch
+
+    def current(self) -> tuple[StateWatcher, ...]:
+        """The watchers now, to call outside the lock."""
+        with self._lock:
+            return tuple(self._watchers)

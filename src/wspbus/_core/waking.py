@@ -14,12 +14,13 @@ signal, whichever thread received it, wakes it, and the handler runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 class MainThreadWaker:
@@ -89,7 +90,10 @@ class ThreadWaker(threading.Event):
         pass
 
 
-def new_waker() -> MainThreadWaker | ThreadWaker:
+Waker = MainThreadWaker | ThreadWaker
+
+
+def new_waker() -> Waker:
     """The right waker for the calling thread."""
     if threading.current_thread() is threading.main_thread():
         try:
@@ -99,7 +103,7 @@ def new_waker() -> MainThreadWaker | ThreadWaker:
     return ThreadWaker()
 
 
-def wait_for(waker: MainThreadWaker | ThreadWaker, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+def wait_for(waker: Waker, ready: Callable[[], bool], timeout: float | None = None) -> bool:
     """Wait until ``ready()`` is true (return True) or ``timeout`` seconds pass (return False).
 
     ``ready`` is checked after every wake-up; whoever makes it true must set the waker after.
@@ -115,3 +119,45 @@ def wait_for(waker: MainThreadWaker | ThreadWaker, ready: Callable[[], bool], ti
             if remaining <= 0:
                 return False
         waker.wait(remaining)
+
+
+class Waiters:
+    """The threads waiting on one bus, each by its waker; wake_all() after every change they check."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # reentrant: a signal handler may register a waiter too
+        self._wakers: list[Waker] = []
+
+    @contextlib.contextmanager
+    def registered(self) -> Iterator[Waker]:
+        """A waker for the calling thread, set by every wake_all() until the block ends."""
+        waker = new_waker()
+        with self._lock:
+            self._wakers.append(waker)
+        try:
+            yield waker
+        finally:
+            with self._lock:
+                self._wakers.remove(waker)
+            waker.close()
+
+    def wait(self, reached: Callable[[], bool], interval: float | None = None, *,
+             ticking: Callable[[], bool] = lambda: False, tick: Callable[[], object] = lambda: None) -> None:
+        """Return once ``reached()``; meanwhile call ``tick()`` every ``interval`` while ``ticking()``.
+
+        Whoever changes what ``reached`` or ``ticking`` read must call wake_all() after.
+        While nothing ticks, the thread sleeps until woken: no periodic wake-up.
+        """
+        with self.registered() as waker:
+            while not reached():
+                was_ticking = ticking()
+                changed = wait_for(waker, lambda: reached() or ticking() != was_ticking,
+                                   interval if was_ticking else None)
+                if not changed:  # a whole interval passed with nothing else happening
+                    tick()
+
+    def wake_all(self) -> None:
+        # No lock: a signal handler may call this on the main thread while it is registering
+        # under the lock; copying the list is atomic.
+        for waker in tuple(self._wakers):
+            waker.set()

@@ -26,9 +26,12 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from importlib.machinery import (BYTECODE_SUFFIXES, EXTENSION_SUFFIXES, SOURCE_SUFFIXES, ModuleSpec,
                                  SourceFileLoader)
 from importlib.util import MAGIC_NUMBER
+from types import CodeType, ModuleType
+from typing import Literal
 
 #: Names the descriptor holding the map, and PYTHONPATH as it was before the restart.
 MAP_ENV = "WSPBUS_IMPORT_MAP"
@@ -38,9 +41,13 @@ NO_MAP_ENV = "WSPBUS_NO_IMPORT_MAP"
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "restart_site")
 _FORMAT = 1
 
-# The map: {module name: (origin, cached, index of the directory searched,
-#                         index of the package's own directory or -1)}
-# and the directories: [(path, (st_dev, st_ino, st_mtime_ns))].
+#: A mapped module: (origin, cached, index of the directory searched, index of the package's
+#: own directory or -1); the map is {module name: MapEntry}.
+MapEntry = tuple[str, str, int, int]
+#: What a directory must keep for the map to hold: (st_dev, st_ino, st_mtime_ns).
+Identity = tuple[int, int, int]
+#: The directories the map depends on: [(path, identity)].
+Directories = list[tuple[str, Identity]]
 
 
 def hand_over() -> int | None:
@@ -85,7 +92,7 @@ def take_over(site_dir: str) -> None:
         sys.meta_path.insert(0, HandedOverFinder(record[2], record[3]))
 
 
-def _read_env() -> tuple[int | None, int | None, str | None | bool]:
+def _read_env() -> tuple[int | None, int | None, str | None | Literal[False]]:
     """(pid, descriptor, PYTHONPATH before the restart: a string, None if unset, False if unknown)."""
     raw = os.environ.pop(MAP_ENV, "")
     pid, _, rest = raw.partition(":")
@@ -95,7 +102,7 @@ def _read_env() -> tuple[int | None, int | None, str | None | bool]:
     return int(pid), int(fd), original[1:] if original[:1] == "=" else None
 
 
-def _restore_pythonpath(original: str | None | bool, site_dir: str) -> None:
+def _restore_pythonpath(original: str | None | Literal[False], site_dir: str) -> None:
     if original is False:  # not known: take out only what was put in
         entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
         original = os.pathsep.join(entry for entry in entries if entry != site_dir) or None
@@ -112,14 +119,14 @@ def _restore_pythonpath(original: str | None | bool, site_dir: str) -> None:
 _SETTLED_NS = 50_000_000
 
 
-def _collect(modules: list) -> tuple[dict, list]:
+def _collect(modules: list[tuple[str, ModuleType]]) -> tuple[dict[str, MapEntry], Directories]:
     """The map of the submodules loaded from source files, and the directories it depends on.
 
     A module is mapped only where the import system's own search, run now, would find the
     file it was loaded from: the directory may have changed since the module was imported.
     """
     directories = _Directories()
-    found: dict[str, tuple] = {}
+    found: dict[str, MapEntry] = {}
     for name, module in modules:
         where = _where_found(name, module)
         if where is None:
@@ -128,13 +135,14 @@ def _collect(modules: list) -> tuple[dict, list]:
         listing = directories.listing(searched)
         if listing is None or not listing.finds(tail, origin, is_package):
             continue
+        searched_index = directories.index(searched)  # known: it has a listing
         own_index = directories.index(origin.rpartition(os.sep)[0]) if is_package else -1
-        if own_index is not None:
-            found[name] = (origin, cached, directories.index(searched), own_index)
+        if own_index is not None and searched_index is not None:
+            found[name] = (origin, cached, searched_index, own_index)
     return found, directories.identities
 
 
-def _where_found(name: str, module) -> tuple[str, str, str, str, bool] | None:
+def _where_found(name: str, module: ModuleType) -> tuple[str, str, str, str, bool] | None:
     """(origin, cached, directory searched, last part of the name, is a package), or None if
     the module is not one to map: a submodule loaded from source in its package's first
     directory."""
@@ -186,7 +194,7 @@ class _Directories:
     """Each directory the map depends on: its entries and identity, read once."""
 
     def __init__(self) -> None:
-        self.identities: list[tuple] = []  # [(path, (st_dev, st_ino, st_mtime_ns))]
+        self.identities: Directories = []
         self._index: dict[str, int | None] = {}
         self._listings: dict[str, _Listing | None] = {}
         self._now = time.time_ns()
@@ -224,7 +232,7 @@ class HandedOverLoader(SourceFileLoader):
         super().__init__(fullname, path)
         self.cached = cached
 
-    def get_code(self, fullname: str):
+    def get_code(self, fullname: str) -> CodeType | None:
         """The cached code if it matches the source's mtime and size; else compile as usual."""
         try:
             st = os.stat(self.path)
@@ -237,13 +245,15 @@ class HandedOverLoader(SourceFileLoader):
                 or int.from_bytes(data[12:16], "little") != st.st_size & 0xFFFFFFFF):
             return super().get_code(fullname)
         try:
-            code = marshal.loads(memoryview(data)[16:])
+            code: CodeType = marshal.loads(memoryview(data)[16:])
         except (EOFError, ValueError, TypeError):
             return super().get_code(fullname)
-        _imp._fix_co_filename(code, self.path)  # as the import system does for a moved cache
+        _fix_co_filename(code, self.path)  # as the import system does for a moved cache
         return code
 
 
+#: The import system's own (private) step that points a cached code object at its source.
+_fix_co_filename: Callable[[CodeType, str], None] = getattr(_imp, "_fix_co_filename")
 _SOURCE_LOADERS = (SourceFileLoader, HandedOverLoader)
 
 
@@ -251,12 +261,13 @@ class HandedOverFinder:
     """First on sys.meta_path in a restarted process: finds each mapped module once, if the
     map still holds (see the module's docstring); anything else is left to the next finder."""
 
-    def __init__(self, modules: dict, directories: list) -> None:
+    def __init__(self, modules: dict[str, MapEntry], directories: Directories) -> None:
         self._modules = modules
         self._directories = directories
         self._unchanged: dict[int, bool] = {}
 
-    def find_spec(self, fullname: str, path=None, target=None) -> ModuleSpec | None:
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         entry = self._modules.pop(fullname, None) if self._modules else None
         if entry is None or path is None:
             return None
@@ -290,7 +301,7 @@ class HandedOverFinder:
         return unchanged
 
 
-def _identity(directory: str) -> tuple[int, int, int] | None:
+def _identity(directory: str) -> Identity | None:
     """(st_dev, st_ino, st_mtime_ns): what a directory must keep for the map to hold; None if
     it cannot be read. Both processes compare exactly this."""
     try:

@@ -1,13 +1,17 @@
 """Re-executing the process, and the file descriptors that survive it.
 
-restart() ends in block() calling reexec(): the same interpreter with the same flags and
-arguments (a script, ``python -m pkg``, a console script), from the directory the process
-started in. Descriptors registered with keep_across_exec() (listening sockets, so clients
-queue in the backlog during a restart instead of being refused) are inherited and named in
-the environment; every other descriptor is marked close-on-exec, found by listing the
-process's open descriptors rather than by trying every possible number. The new process
-also gets the old one's import map (see _import_map), which spares it the search for every
+restart() ends in the process bus's block() calling reexec(): the same interpreter with the
+same flags and arguments (a script, ``python -m pkg``, a console script), from the directory
+the process started in. Descriptors registered with keep_across_exec() (listening sockets, so
+clients queue in the backlog during a restart instead of being refused) are inherited and
+named in the environment; every other descriptor is marked close-on-exec, found by listing
+the process's open descriptors rather than by trying every possible number. The new process
+also gets the old one's import map (see import_map), which spares it the search for every
 module it imports again.
+
+What this keeps belongs to the process, so it lives in one object per process, made once:
+``HANDOVER`` (descriptors passed on and taken over) and ``EXIT_WATCHDOG`` (the bound on the
+interpreter's exit). The module's functions are the interface the other layers use.
 """
 
 from __future__ import annotations
@@ -26,33 +30,50 @@ except OSError:  # the directory was deleted under us
 #: Environment variable naming the descriptors handed to the re-executed process.
 FDS_ENV = "WSPBUS_INHERITED_FDS"
 
-_kept: dict[int, str] = {}
-_inherited: dict[str, int] | None = None
-_exit_guard: tuple[float, Callable[..., None], Callable[[], int]] | None = None
 
+class Handover:
+    """The descriptors this process hands to its next incarnation, and those its previous one
+    handed to it. One per process (``HANDOVER``): a process is re-executed as a whole."""
 
-def command_line() -> list[str]:
-    """The argv that starts this program again, interpreter flags included."""
-    original = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]
-    return [sys.executable, *original[1:]]
+    def __init__(self) -> None:
+        self._kept: dict[int, str] = {}  # fd -> name
+        self._inherited: dict[str, int] | None = None  # read from the environment on first use
 
+    def keep(self, fd: int, name: str) -> None:
+        """Have descriptor ``fd`` survive a restart; the new process finds it by ``name``."""
+        self._kept[fd] = name
 
-def keep_across_exec(fd: int, name: str) -> None:
-    """Have descriptor ``fd`` survive a restart; the new process finds it by ``name``."""
-    _kept[fd] = name
+    def forget(self, fd: int) -> None:
+        """Stop passing ``fd`` across a restart (the socket was closed)."""
+        self._kept.pop(fd, None)
 
+    def kept(self) -> dict[int, str]:
+        """The descriptors a restart would pass on, with their names."""
+        return dict(self._kept)
 
-def forget(fd: int) -> None:
-    """Stop passing ``fd`` across a restart (the socket was closed)."""
-    _kept.pop(fd, None)
+    def take(self, name: str) -> int | None:
+        """The descriptor a previous incarnation of this process passed as ``name``, once."""
+        if self._inherited is None:
+            self._inherited = _read_inherited_env()
+        return self._inherited.pop(name, None)
 
+    def replace_process(self, args: list[str]) -> None:
+        """Replace this process with ``args``, passing on the kept descriptors (and the import
+        map), from the directory the process started in."""
+        if STARTUP_CWD is not None:
+            os.chdir(STARTUP_CWD)
+        kept = self.kept()
+        if kept:
+            import json
 
-def take_inherited(name: str) -> int | None:
-    """The descriptor a previous incarnation of this process passed as ``name``, once."""
-    global _inherited
-    if _inherited is None:
-        _inherited = _read_inherited_env()
-    return _inherited.pop(name, None)
+            os.environ[FDS_ENV] = json.dumps({"pid": os.getpid(), "fds": {n: fd for fd, n in kept.items()}})
+        keep = set(kept)
+        import_map = _hand_over_import_map()
+        if import_map is not None:
+            keep.add(import_map)
+        mark_close_on_exec(keep)
+        flush_stdio()
+        os.execv(args[0], args)
 
 
 def _read_inherited_env() -> dict[str, int]:
@@ -68,6 +89,12 @@ def _read_inherited_env() -> dict[str, int]:
     if record.get("pid") != os.getpid():  # meant for a parent we forked from, not for us
         return {}
     return {str(name): int(fd) for name, fd in record.get("fds", {}).items()}
+
+
+def command_line() -> list[str]:
+    """The argv that starts this program again, interpreter flags included."""
+    original = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]
+    return [sys.executable, *original[1:]]
 
 
 def open_descriptors() -> list[int]:
@@ -90,23 +117,6 @@ def mark_close_on_exec(keep: set[int]) -> None:
             os.set_inheritable(fd, fd in keep)
         except OSError:
             pass  # the descriptor of the directory listing, closed by now
-
-
-def reexec(args: list[str]) -> None:
-    """Replace this process with ``args``, passing on the descriptors kept with keep_across_exec()."""
-    if STARTUP_CWD is not None:
-        os.chdir(STARTUP_CWD)
-    if _kept:
-        import json
-
-        os.environ[FDS_ENV] = json.dumps({"pid": os.getpid(), "fds": {n: fd for fd, n in _kept.items()}})
-    keep = set(_kept)
-    import_map = _hand_over_import_map()
-    if import_map is not None:
-        keep.add(import_map)
-    mark_close_on_exec(keep)
-    flush_stdio()
-    os.execv(args[0], args)
 
 
 def _hand_over_import_map() -> int | None:
@@ -134,27 +144,42 @@ def end_process(status: int) -> None:
     os._exit(status)
 
 
-def bound_interpreter_exit(timeout: float, log: Callable[..., None], status: Callable[[], int]) -> None:
-    """Make sure threads we do not own cannot hang the interpreter's own exit.
+Log = Callable[..., None]
+
+
+class ExitWatchdog:
+    """Bounds the interpreter's own exit, so that threads we do not own cannot hang it.
 
     At interpreter shutdown Python joins non-daemon threads and executor workers without a
-    limit. This arms a daemon watchdog for that phase: if it lasts longer than ``timeout``, the
-    stragglers are named in the log and the process ends with ``status()``.
+    limit. Once armed, a daemon watchdog is started for that phase: if it lasts longer than the
+    timeout, the stragglers are named in the log and the process ends with ``status()``. One
+    per process (``EXIT_WATCHDOG``): the interpreter exits once; the last arm() sets the terms.
     """
-    global _exit_guard
-    first = _exit_guard is None
-    _exit_guard = (timeout, log, status)
-    if first:
-        threading._register_atexit(_start_exit_watchdog)  # runs before the joins it guards
+
+    def __init__(self) -> None:
+        self._terms: tuple[float, Log, Callable[[], int]] | None = None
+
+    def arm(self, timeout: float, log: Log, status: Callable[[], int]) -> None:
+        """Bound the interpreter's exit by ``timeout`` seconds, telling ``log``, ending with ``status()``."""
+        first = self._terms is None
+        self._terms = (timeout, log, status)
+        if first:
+            _register_before_thread_joins(self._start)
+
+    def _start(self) -> None:
+        if self._terms is None or not _threads_joined_at_exit():
+            return
+        watchdog = threading.Timer(self._terms[0], _end_hung_exit, args=self._terms)
+        watchdog.daemon = True
+        watchdog.start()
 
 
-def _start_exit_watchdog() -> None:
-    timeout, log, status = _exit_guard
-    if not _threads_joined_at_exit():
-        return
-    watchdog = threading.Timer(timeout, _end_hung_exit, args=(timeout, log, status))
-    watchdog.daemon = True
-    watchdog.start()
+def _register_before_thread_joins(func: Callable[[], None]) -> None:
+    """Have ``func`` run at interpreter exit before the joins of non-daemon threads and executor
+    workers. ``atexit`` runs after them, too late; this private hook of ``threading`` (the one
+    concurrent.futures uses) runs before."""
+    register: Callable[[Callable[[], None]], None] = getattr(threading, "_register_atexit")
+    register(func)
 
 
 def _threads_joined_at_exit() -> list[threading.Thread]:
@@ -172,10 +197,40 @@ def _is_executor_worker(thread: threading.Thread) -> bool:
     return workers is not None and thread in workers
 
 
-def _end_hung_exit(timeout: float, log: Callable[..., None], status: Callable[[], int]) -> None:
+def _end_hung_exit(timeout: float, log: Log, status: Callable[[], int]) -> None:
     stuck = _threads_joined_at_exit()
     try:
         log("Exit still waiting after %g s on threads: %s; ending the process"
             % (timeout, ", ".join(t.name for t in stuck)), level=30)
     finally:
         end_process(status())
+
+
+#: This process's hand-over and exit watchdog, made once; the functions below use them.
+HANDOVER = Handover()
+EXIT_WATCHDOG = ExitWatchdog()
+
+
+def keep_across_exec(fd: int, name: str) -> None:
+    """Have descriptor ``fd`` survive a restart; the new process finds it by ``name``."""
+    HANDOVER.keep(fd, name)
+
+
+def forget(fd: int) -> None:
+    """Stop passing ``fd`` across a restart (the socket was closed)."""
+    HANDOVER.forget(fd)
+
+
+def take_inherited(name: str) -> int | None:
+    """The descriptor a previous incarnation of this process passed as ``name``, once."""
+    return HANDOVER.take(name)
+
+
+def reexec(args: list[str]) -> None:
+    """Replace this process with ``args``, passing on the descriptors kept with keep_across_exec()."""
+    HANDOVER.replace_process(args)
+
+
+def bound_interpreter_exit(timeout: float, log: Log, status: Callable[[], int]) -> None:
+    """Make sure threads we do not own cannot hang the interpreter's own exit (ExitWatchdog)."""
+    EXIT_WATCHDOG.arm(timeout, log, status)

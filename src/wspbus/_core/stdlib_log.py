@@ -1,0 +1,32 @@
+"""The bridge from the bus's 'log' channel to the stdlib ``logging`` module.
+
+Every bus hands its messages to the stdlib logger named 'wspbus', so an application's logging
+configuration sees them. ``logging`` is imported on the first message, not with the bus: a
+process that routes its logs elsewhere never pays for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import logging
+
+
+class StdlibLogger:
+    """Passes (message, level) to a stdlib logger, fetched on first use."""
+
+    __slots__ = ("_name", "_logger")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: logging.Logger | None = None
+
+    def __call__(self, msg: str, level: int = 20) -> None:
+        logger = self._logger
+        if logger is None:
+            import logging
+
+            logger = self._logger = logging.getLogger(self._name)
+        if logger.isEnabledFor(level):
+            logger.log(level, msg)

@@ -1,0 +1,32 @@
+"""The process's bus: the core Bus, plus what ending the process takes.
+
+The core (wspbus._core.bus) is the state machine and knows nothing of processes: after
+restart(), its block() returns with ``execv`` set. This Bus, ``wspbus.Bus``, acts on the end
+of the process as CherryPy's does: block() re-executes it after a restart (the same program,
+with the descriptors kept for it, see reexec), and after a plain exit bounds the interpreter's
+own exit so that threads the bus does not own cannot hang it.
+"""
+
+from __future__ import annotations
+
+from .._core import bus as core
+from . import reexec
+
+__all__ = ["Bus"]
+
+
+class Bus(core.Bus):
+    """Process state machine and messenger for HTTP site deployment (``wspbus.Bus``).
+
+    ``block()`` re-executes the process after ``restart()``, and bounds the interpreter's
+    exit by ``graceful_timeout`` after ``exit()``.
+    """
+
+    def _reexecute(self) -> None:
+        """Re-execute this process: same interpreter, flags, arguments and working directory."""
+        args = reexec.command_line()
+        self.log("Re-spawning %s" % " ".join(args))
+        reexec.reexec(args)
+
+    def _bound_interpreter_exit(self, timeout: float) -> None:
+        reexec.bound_interpreter_exit(timeout, self.log, lambda: self.exit_code)
