@@ -139,6 +139,34 @@ def test_an_oserror_in_block_is_logged_as_itself_and_propagates_after_the_exit(s
     assert child.proc.returncode == 1
 
 
+def test_the_core_bus_leaves_a_restart_to_its_caller(spawn):
+    """Re-executing is the process bus's job (wspbus.Bus); the core's block() returns with
+    execv set, as run_bus() does, and the process is not replaced."""
+    child = spawn("""
+        import os, threading
+        from wspbus._core.bus import Bus
+        bus = Bus(graceful_timeout=5)
+        print('pid', os.getpid(), flush=True)
+        bus.start()
+        threading.Timer(0.05, bus.restart).start()
+        bus.block()
+        print('block returned, execv', bus.execv, flush=True)
+    """)
+    child.expect(r"^pid \d+$")
+    child.expect("^block returned, execv True$")
+    assert child.wait() == 0
+    assert "pid" not in child.output()  # no second incarnation
+
+
+def test_the_public_bus_is_the_process_bus():
+    import wspbus
+    from wspbus._core import bus as core
+    from wspbus._process import bus as process
+
+    assert wspbus.Bus is process.Bus and issubclass(wspbus.Bus, core.Bus)
+    assert type(wspbus.bus) is wspbus.Bus and wspbus.Bus.__name__ == "Bus"
+
+
 def test_a_failing_start_ends_the_process_cleanly_with_the_error(spawn):
     child = spawn("""
         import wspbus
