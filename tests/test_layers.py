@@ -23,8 +23,11 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 import wspbus
 
@@ -195,9 +198,10 @@ def _cycle_in(start: str, group: set[str], edges: dict[str, dict[str, Import]]) 
 
 def test_there_are_no_import_cycles():
     cycles = import_cycles(IMPORTS)
-    assert not cycles, "%d import cycle(s):\n%s" % (len(cycles), "\n".join(
-        "  " + " -> ".join([path[0].importer] + [imp.target for imp in path]) + "\n"
-        + "".join("      %s\n" % imp for imp in path) for path in cycles))
+    if cycles:
+        pytest.fail("%d import cycle(s):\n%s" % (len(cycles), "\n".join(
+            "  " + " -> ".join([path[0].importer] + [imp.target for imp in path]) + "\n"
+            + "".join("      %s\n" % imp for imp in path) for path in cycles)), pytrace=False)
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle_and_names_its_path():
@@ -211,9 +215,10 @@ def test_the_cycle_finder_finds_a_lazy_cycle_and_names_its_path():
 
 # -- (b), (c), (d) the layers ----------------------------------------------------------------
 
-def violations(rule) -> str:
+def check(rule: Callable[[Import], bool], what: str) -> None:
     broken = [imp for imp in IMPORTS if not rule(imp)]
-    return "\n".join("  %s" % imp for imp in broken)
+    if broken:
+        pytest.fail("%s:\n%s" % (what, "\n".join("  %s" % imp for imp in broken)), pytrace=False)
 
 
 def test_the_core_imports_only_the_stdlib_and_itself():
@@ -223,8 +228,7 @@ def test_the_core_imports_only_the_stdlib_and_itself():
         return imp.target.startswith("wspbus._core.") or imp.target == "wspbus._core" or (
             not is_wspbus(imp.target) and is_stdlib(imp.target))
 
-    broken = violations(allowed)
-    assert not broken, "_core may import only the stdlib and wspbus._core:\n" + broken
+    check(allowed, "_core may import only the stdlib and wspbus._core")
 
 
 def _front_layers() -> dict[str, int]:
@@ -250,9 +254,7 @@ def test_each_layer_imports_only_from_the_layers_before_it():
         reach = front_reach[imp.target] if target == "front" else LAYERS.index(target)
         return reach <= LAYERS.index(layer)
 
-    broken = violations(allowed)
-    assert not broken, ("each layer may import only from those before it (%s):\n%s"
-                        % (" < ".join(LAYERS), broken))
+    check(allowed, "each layer may import only from those before it (%s)" % " < ".join(LAYERS))
 
 
 def test_every_module_is_in_a_layer():
@@ -267,8 +269,7 @@ def test_core_process_and_plugins_import_only_the_stdlib_and_wspbus():
         return (layer not in STDLIB_ONLY or is_wspbus(imp.target) or is_stdlib(imp.target)
                 or (imp.optional and layer != "_core"))
 
-    broken = violations(allowed)
-    assert not broken, "%s may import only the stdlib and wspbus:\n%s" % (", ".join(STDLIB_ONLY), broken)
+    check(allowed, "%s may import only the stdlib and wspbus" % ", ".join(STDLIB_ONLY))
 
 
 SAMPLE = """

@@ -1,18 +1,15 @@
 """The Web Site Process Bus: a process state machine with topic-based publish/subscribe.
 
-This module holds the Bus; it imports only the stdlib and knows nothing about plugins, servers
-or sites, which plug into it through channels. Rules it keeps (README, "Design rules"):
+This module holds the Bus; it imports only _core and the stdlib, and knows nothing about
+plugins, servers or sites, which plug into it through channels. Rules it keeps (docs/design.md):
 
-* publish() is the hot path. It reads an immutable, already sorted tuple of listeners for the
-  channel; subscribe()/unsubscribe() (rare) rebuild that tuple under the lock. So any number
-  of threads may subscribe, unsubscribe and publish at once without losing a listener.
-* Nothing waits on a tick. Waiters sleep on a waker (waking.py) that every state change and
-  subscription sets; they only wake periodically while somebody listens on the channel they were
-  asked to publish (block() publishes 'main'). On the main thread the waker is a pipe that
-  signals write to as well, so a signal delivered to any thread is handled at once.
-* Shutdown is bounded. 'stop' and 'exit' listeners run on a worker thread; one that does not
-  return within ``graceful_timeout`` is named in the log and left behind, and the rest run
-  (shutdown.py).
+* publish() is the hot path: it reads an immutable, already sorted tuple of listeners that
+  subscribe() and unsubscribe() (rare) replace (channels.py).
+* Nothing waits on a tick. Waiters sleep on a waker that every state change and subscription
+  sets; they wake periodically only while somebody listens on the channel they publish
+  (block() publishes 'main'). The main thread's waker also wakes on signals (waking.py).
+* Shutdown is bounded. A 'stop' or 'exit' listener that does not return within
+  ``graceful_timeout`` is named in the log and left behind, and the rest run (shutdown.py).
 * What ending a process takes is not the core's business. After restart(), block() calls
   ``_reexecute()``, and after a plain exit ``_bound_interpreter_exit()``; here both do nothing
   (block() returns with ``execv`` set, for the caller to act on). The process's bus,
