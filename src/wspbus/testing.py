@@ -78,12 +78,13 @@ def running_site(app: Callable[..., Any] | Mapping[str, Callable[..., Any]], *, 
     ``plugins``: factories called with the site's bus (a plugin class works) whose results are
     subscribed before the start.
     """
+    # Imported here, not at the top: this module is a pytest plugin in every session of a project
+    # that installs wspbus, and most of those sessions never start a site.
     from .deploy.config import ServerConfig, SiteConfig
     from .deploy.launch import deploy
-    from .deploy.site import Site, mount_app
+    from .deploy.site import Site
 
-    apps = app if isinstance(app, Mapping) else {"/": app}
-    site = Site([mount_app(prefix, each, protocol) for prefix, each in apps.items()])
+    site = Site.from_apps(app, protocol)
     config = SiteConfig(source="running_site()", graceful_timeout=graceful_timeout,
                         servers=[ServerConfig(binds=[bind], server=server)])
     bus = Bus(graceful_timeout=graceful_timeout)

@@ -18,7 +18,8 @@ import wsgiref.util
 
 import pytest
 
-from wspbus.deploy.site import Site, SiteError, detect_protocol, load_app, mount_app, parse_app_spec
+from wspbus.deploy.site import Site, SiteError, load_app, mount_app, parse_app_spec
+from wspbus.servers import detect_protocol
 
 
 # -- helpers: call an app through its protocol ------------------------------------------------

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .launch import EX_CONFIG, EX_USAGE, EXIT_STATUSES
+from .exits import EX_CONFIG, EX_USAGE, EXIT_STATUSES
 
 __all__ = ["main"]
 

@@ -1,7 +1,7 @@
 """The site's configuration: a TOML file (schema in the README, "The configuration file") and command-line overrides.
 
 Every value is checked where it is read, so a mistake is reported as one line naming the file,
-the key and what was expected (``ConfigError``; the command exits 78, EX_CONFIG). Relative paths
+the key and what was expected (``ConfigError``; the command exits 78, ``exits.EX_CONFIG``). Relative paths
 in a file are relative to the file's directory; on the command line, to the current directory.
 """
 
@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..servers.protocols import protocols_of
+from ..servers.sockets.binds import Bind
+
 __all__ = ["AppConfig", "ConfigError", "PluginConfig", "ServerConfig", "SiteConfig", "load"]
 
-EX_CONFIG = 78
 DEFAULT_BIND = "127.0.0.1:8080"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -128,8 +130,6 @@ def _protocol(value: Any) -> str:
 
 def _bind(value: Any) -> list[str]:
     binds = _texts(value)
-    from ..servers.sockets.binds import Bind
-
     for text in binds:
         try:
             Bind.parse(text)
@@ -141,8 +141,6 @@ def _bind(value: Any) -> list[str]:
 def _file_binds(base: str) -> Callable[[Any], list[str]]:
     """A file's binds: a relative ``unix:PATH`` is relative to the file's directory (``@NAME`` is no file)."""
     def convert(value: Any) -> list[str]:
-        from ..servers.sockets.binds import Bind
-
         binds = []
         for text in _bind(value):
             bind = Bind.parse(text)
@@ -154,8 +152,6 @@ def _file_binds(base: str) -> Callable[[Any], list[str]]:
 
 def _server_name(value: Any) -> str:
     name = _text(value)
-    from ..servers.httpserver import protocols_of
-
     try:
         protocols_of(name)
     except ValueError as exc:  # an unknown name (a missing package is reported when it starts)

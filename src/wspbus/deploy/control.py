@@ -1,9 +1,8 @@
 """Controlling a running site from outside: ``wspbus stop|reload|graceful|status --pidfile FILE``.
 
 The commands signal the pid in the site's pid file (stop = SIGTERM, reload = SIGHUP, graceful =
-SIGUSR1). ``status`` reads a small JSON file the site keeps next to its pid file
-(``site.pid`` -> ``site.status.json``), rewritten atomically on every state change: state, pid,
-when it first started (kept across reloads), when it last started, its binds and its mounts.
+SIGUSR1). ``status`` reads the small JSON file the site keeps next to its pid file
+(``site.pid`` -> ``site.status.json``, written by wspbus.plugins.status.StatusFile).
 """
 
 from __future__ import annotations
@@ -14,11 +13,12 @@ import signal
 import time
 from typing import Any
 
-__all__ = ["ControlError", "StatusFile", "read_pid", "read_status", "send", "status_path", "stop"]
+from ..plugins.status import status_path
+
+__all__ = ["ControlError", "read_pid", "read_status", "send", "status_path", "stop"]
 
 #: LSB status codes for ``wspbus status``: running, not running (no live process).
 RUNNING, NOT_RUNNING = 0, 3
-SINCE_ENV = "WSPBUS_SITE_SINCE"
 COMMAND_SIGNALS = {"stop": signal.SIGTERM, "reload": signal.SIGHUP, "graceful": signal.SIGUSR1}
 
 
@@ -28,114 +28,6 @@ class ControlError(Exception):
     def __init__(self, message: str, status: int = 1) -> None:
         super().__init__(message)
         self.status = status
-
-
-def status_path(pidfile: str) -> str:
-    """The status file kept beside ``pidfile``: run/site.pid -> run/site.status.json."""
-    root, ext = os.path.splitext(pidfile)
-    return (root if ext == ".pid" else pidfile) + ".status.json"
-
-
-# -- inside the site ----------------------------------------------------------------------
-
-
-class StatusFile:
-    """Keeps the status file current: written on each state change, removed on a final exit.
-
-    The file belongs to the process holding the pid file: nothing is written before this
-    process has claimed it (PIDFile, start priority 70), so a second instance refused there
-    leaves the running site's status file alone; and it is removed only if it records our pid.
-    """
-
-    #: Just after PIDFile (70) claims the pid file, before the servers bind (75).
-    CLAIMED_PRIORITY = 71
-
-    def __init__(self, bus: Any, pidfile: str, deployment: Any) -> None:
-        self.bus = bus
-        self.path = status_path(pidfile)
-        self.deployment = deployment
-        self.started_at: float | None = None
-        self.claimed = False
-        self._unwatch = None
-
-    def subscribe(self) -> None:
-        self._unwatch = self.bus.watch_state(self.on_state)
-        self.bus.subscribe("start", self.on_claimed, self.CLAIMED_PRIORITY)
-
-    def unsubscribe(self) -> None:
-        self.bus.unsubscribe("start", self.on_claimed)
-        if self._unwatch is not None:
-            self._unwatch()
-            self._unwatch = None
-
-    def on_claimed(self) -> None:
-        """The pid file is ours (a start listener after PIDFile's): the status file is too."""
-        if not self.claimed:
-            self.claimed = True
-            self._write(self._record("STARTING"))
-
-    def on_state(self, state: Any) -> None:
-        if not self.claimed:
-            return
-        name = state.name
-        if name == "STARTED":
-            self.started_at = time.time()
-        elif name == "EXITING":
-            if not self.bus.execv:
-                self._remove()
-                return
-            name = "RESTARTING"
-        self._write(self._record(name))
-
-    def _record(self, state: str) -> dict[str, Any]:
-        live = state == "STARTED"
-        return {
-            "state": state,
-            "pid": os.getpid(),
-            "since": _first_start(),
-            "started": self.started_at if live else None,
-            "binds": self.deployment.urls() if live else [],
-            "mounts": self.deployment.site.describe(),
-            "reload": bool(self.deployment.config.reload),
-            "updated": time.time(),
-        }
-
-    def _write(self, record: dict[str, Any]) -> None:
-        temporary = "%s.%d.tmp" % (self.path, os.getpid())
-        try:
-            with open(temporary, "w", encoding="utf-8") as file:
-                json.dump(record, file)
-            os.replace(temporary, self.path)
-        except OSError as exc:
-            self.bus.log("Cannot write the status file %s: %s" % (self.path, exc.strerror), level=30)
-
-    def _remove(self) -> None:
-        try:
-            with open(self.path, encoding="utf-8") as file:
-                if json.load(file).get("pid") != os.getpid():
-                    return  # another process's record
-            os.unlink(self.path)
-        except (FileNotFoundError, ValueError, AttributeError):
-            pass  # gone, or not a record of ours (written whole by rename: never half of one)
-        except OSError as exc:
-            self.bus.log("Cannot remove the status file %s: %s" % (self.path, exc.strerror), level=30)
-
-
-def _first_start() -> float:
-    """When this site first started; re-executions of the same pid keep the first time."""
-    recorded = os.environ.get(SINCE_ENV, "")
-    pid, _, when = recorded.partition(":")
-    if pid == str(os.getpid()):
-        try:
-            return float(when)
-        except ValueError:
-            pass
-    now = time.time()
-    os.environ[SINCE_ENV] = "%d:%r" % (os.getpid(), now)
-    return now
-
-
-# -- outside the site ---------------------------------------------------------------------
 
 
 def read_pid(pidfile: str) -> int:

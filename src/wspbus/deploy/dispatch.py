@@ -10,27 +10,28 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..servers.bridge import AsgiAsWsgi, WsgiAsAsgi, adapted
+from .mounts import Mount, SiteError
+
 NOT_FOUND = b"Not Found: no app is mounted at this path\n"
+
+#: The a2wsgi adapters a site app made, whose threads Site.close() gives back.
+Bridges = list[WsgiAsAsgi | AsgiAsWsgi]
 
 
 def _matches(path: str, prefix: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
-def _adapted(mount, protocol: str, bridges: list, threads: int | None = None) -> Callable[..., Any]:
+def _adapted(mount: Mount, protocol: str, bridges: Bridges, threads: int | None = None) -> Callable[..., Any]:
     """The mount's app speaking ``protocol``, wrapped by a2wsgi when it speaks the other one (the
-    wrapper is added to ``bridges``, whose threads Site.close() gives back)."""
-    if mount.protocol == protocol:
-        return mount.app
+    wrapper is added to ``bridges``)."""
     try:
-        from ..servers.bridge import AsgiAsWsgi, WsgiAsAsgi
-
-        bridge = WsgiAsAsgi(mount.app, threads) if protocol == "asgi" else AsgiAsWsgi(mount.app)
-    except ImportError:
-        from .site import SiteError
-
-        raise SiteError("app %r is %s but the site is served as %s: install a2wsgi (pip install 'wspbus[asgi]')"
-                        % (mount.target, mount.protocol.upper(), protocol.upper())) from None
+        bridge = adapted(mount.app, mount.protocol, protocol, threads)
+    except ValueError as exc:
+        raise SiteError("app %r: %s" % (mount.target, exc)) from None
+    if bridge is None:
+        return mount.app
     bridges.append(bridge)
     return bridge
 
@@ -96,7 +97,7 @@ async def _not_found(scope: dict, send: Callable) -> None:
 async def _lifespan(apps: list, scope: dict, receive: Callable, send: Callable) -> None:
     """Run the lifespan protocol of every ASGI app ((path, app) pairs) at once, each with the
     rules of servers/lifespan.py; a failure of one fails the step, naming the app's mount point."""
-    import asyncio
+    import asyncio  # here, not at the top: a site of WSGI apps never loads asyncio
 
     from ..servers.lifespan import Lifespan, LifespanError
 

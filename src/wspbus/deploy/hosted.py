@@ -20,16 +20,45 @@ host's post-fork hook (gunicorn ``post_worker_init``) instead: threads do not su
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .._core.bus import Bus, states
+from .._core.bus import Bus, ChannelFailures, states
+from .process_bus import process_bus
+from .site import Site
 
 __all__ = ["attach", "detach"]
 
-_attached: dict[int, tuple[int, Bus]] = {}  # id(bus) -> (pid that started it, bus)
+
+class _Attachments:
+    """The buses attached in this process, each with the pid that attached it.
+
+    A fact about the process, so one object owns it: a worker forked from a process that had
+    attached a bus inherits the record, and attaching there again registers the exit hook anew.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid_of: dict[Bus, int] = {}  # the bus itself is the key: it lives as long as the process
+
+    def claim(self, bus: Bus) -> bool:
+        """Record ``bus`` as attached by this process; False if this process had already."""
+        with self._lock:
+            if self._pid_of.get(bus) == os.getpid():
+                return False
+            self._pid_of[bus] = os.getpid()
+            return True
+
+    def attached_here(self, bus: Bus) -> bool:
+        """``bus`` was attached by this process (not only by the one this worker was forked from)."""
+        with self._lock:
+            return self._pid_of.get(bus) == os.getpid()
+
+
+_ATTACHMENTS = _Attachments()
 
 
 def attach(app: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None = None, *,
@@ -40,46 +69,34 @@ def attach(app: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None = N
     returned as one site app speaking ``protocol`` (mixed WSGI/ASGI apps are adapted). A start
     that fails raises, so the host reports the worker as failed to boot.
     """
-    if bus is None:
-        import wspbus
-
-        bus = wspbus.bus
+    bus = process_bus(bus)
     for plugin in plugins:
         plugin.subscribe()
-    if _attached.get(id(bus), (None,))[0] != os.getpid():
-        _attached[id(bus)] = (os.getpid(), bus)
+    if _ATTACHMENTS.claim(bus):
         _exit_with_interpreter(bus)
     if bus.state in (states.STOPPED, states.STOPPING):
         bus.start()
     if isinstance(app, Mapping):
-        from .site import Site, mount_app
-
-        return Site([mount_app(prefix, each) for prefix, each in app.items()]).app(protocol)
+        return Site.from_apps(app).app(protocol)
     return app
 
 
 def detach(bus: Bus | None = None) -> None:
     """Exit the bus (stopping its services); a second call, or one for an exited bus, does nothing."""
-    if bus is None:
-        import wspbus
-
-        bus = wspbus.bus
     try:
-        bus.exit()
-    except Exception:
-        pass  # each failure was logged by the bus where it happened
+        process_bus(bus).exit()
+    except ChannelFailures:
+        pass  # nothing left to do: the bus logged each failing listener where it happened
 
 
 def _exit_with_interpreter(bus: Bus) -> None:
     """Exit the bus when the interpreter ends, before Python joins the non-daemon threads."""
     def on_interpreter_exit() -> None:
-        if _attached.get(id(bus), (None,))[0] == os.getpid():
+        if _ATTACHMENTS.attached_here(bus):
             detach(bus)
 
     register = getattr(threading, "_register_atexit", None)
     if register is not None:
         register(on_interpreter_exit)  # runs before threading._shutdown joins threads
     else:
-        import atexit
-
         atexit.register(on_interpreter_exit)

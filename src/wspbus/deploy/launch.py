@@ -16,21 +16,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from .._core.bus import Bus
+from ..plugins.status import StatusFile
+from ..servers.httpserver import HTTPServer
+from ..servers.protocols import protocols_of
+from ..servers.sockets.binds import Bind
 from . import config as _config
 from .config import ConfigError, PluginConfig, ServerConfig, SiteConfig
-from .site import Site, SiteError, add_pythonpath, import_module, load_app, mount_app, parse_app_spec
+from .exits import EX_CONFIG, EX_OK, EX_UNAVAILABLE
+from .process_bus import process_bus
+from .site import Site, SiteError, add_pythonpath, import_module, parse_app_spec
 
-__all__ = ["Deployment", "EXIT_STATUSES", "build_plugins", "deploy", "launch", "quickstart"]
-
-EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_CONFIG = 0, 64, 69, 78
-#: Exit statuses of ``wspbus serve`` (and of quickstart()), documented in the README ("Exit statuses").
-EXIT_STATUSES = {
-    EX_OK: "the site ran and stopped cleanly",
-    1: "the site failed while running (a server died, a stop listener failed)",
-    EX_USAGE: "the command line is wrong (unknown option, missing argument)",
-    EX_UNAVAILABLE: "the site could not start (a port in use, a start listener failed)",
-    EX_CONFIG: "the configuration is wrong (unknown key, bad bind, app that does not import, ...)",
-}
+__all__ = ["Deployment", "build_plugins", "deploy", "launch", "quickstart"]
 
 #: [plugins.NAME] -> the class, as "module:Class" under the wspbus package.
 BUILTIN_PLUGINS = {
@@ -91,9 +88,8 @@ def build_site(config: SiteConfig) -> Site:
     if not config.apps:
         raise ConfigError("%s: no app to serve (give APP arguments or [[app]] tables)" % config.source)
     try:
-        specs = [parse_app_spec(app.target, None if app.mount in ("", "/") else app.mount) for app in config.apps]
-        return Site([mount_app(spec.prefix, load_app(spec), app.protocol, spec.target)
-                     for spec, app in zip(specs, config.apps)])
+        return Site.from_specs([parse_app_spec(app.target, None if app.mount in ("", "/") else app.mount, app.protocol)
+                                for app in config.apps])
     except SiteError as exc:
         raise ConfigError("%s: %s" % (config.source, exc)) from None
 
@@ -209,14 +205,12 @@ def build_servers(bus: Any, site: Site, config: SiteConfig, health: Any = None) 
 
     ``health``: a wspbus.plugins.health.Health whose endpoints answer before the site's apps.
     """
-    from .. import servers as _servers
-
     result = []
     apps: dict[tuple, Any] = {}  # servers of one protocol and thread count serve one app: one lifespan, one loop
     for number, server_config in enumerate(config.servers or [ServerConfig()], 1):
         where = "%s: [[server]] #%d" % (config.source, number) if config.servers else config.source
         try:
-            protocol = _server_protocol(_servers, server_config.server, site.protocol)
+            protocol = _server_protocol(server_config.server, site.protocol)
         except ValueError as exc:  # an unknown server name in a SiteConfig built by code
             raise ConfigError("%s server: %s" % (where, exc)) from None
         app = apps.get((protocol, server_config.threads))
@@ -227,19 +221,18 @@ def build_servers(bus: Any, site: Site, config: SiteConfig, health: Any = None) 
             apps[protocol, server_config.threads] = app
         for bind in server_config.binds:
             try:
-                server = _servers.HTTPServer(bus, app, _servers.Bind.parse(bind), server=server_config.server,
-                                             protocol=protocol, access_log=bool(config.access_log),
-                                             threads=server_config.threads)
+                server = HTTPServer(bus, app, Bind.parse(bind), server=server_config.server,
+                                    protocol=protocol, access_log=bool(config.access_log),
+                                    threads=server_config.threads)
             except ValueError as exc:
                 raise ConfigError("%s server: %s" % (where, exc)) from None
             result.append(server)
     return result
 
 
-def _server_protocol(servers: Any, name: str, wanted: str) -> str:
+def _server_protocol(name: str, wanted: str) -> str:
     """``wanted``, unless the named server speaks only the other protocol."""
-    spoken = getattr(servers, "protocols_of", None)
-    protocols = spoken(name) if spoken is not None else ("wsgi", "asgi")
+    protocols = protocols_of(name)
     return wanted if wanted in protocols else protocols[0]
 
 
@@ -257,8 +250,6 @@ def deploy(bus: Any, config: SiteConfig, site: Site | None = None, *, own_proces
     parts = list(deployment.plugins.values())
     parts.sort(key=lambda part: part is not deployment.plugins.get("drain"))  # it takes over SIGTERM first
     if config.pidfile:
-        from .control import StatusFile
-
         parts.append(StatusFile(bus, config.pidfile, deployment))
     subscribe_all(parts + deployment.servers, config.source)
     bus.subscribe("stop", site.close, priority=90)  # once the servers stopped: a2wsgi's threads go
@@ -304,10 +295,7 @@ def announce(deployment: Deployment, out: TextIO | None = None) -> None:
 
 def launch(config: SiteConfig, bus: Any = None, site: Site | None = None) -> int:
     """Deploy, start and block until the site exits; the process's exit status."""
-    if bus is None:
-        import wspbus
-
-        bus = wspbus.bus
+    bus = process_bus(bus)
     try:
         deployment = deploy(bus, config, site)
     except ConfigError as exc:
@@ -328,12 +316,8 @@ def quickstart(app: Callable[..., Any] | Mapping[str, Callable[..., Any]], bind:
     Prints where it serves. Returns the exit status (0 after a clean stop: SIGTERM, Ctrl-C).
     A bad argument raises ValueError; a failing start raises what the failing listener raised.
     """
-    if bus is None:
-        import wspbus
-
-        bus = wspbus.bus
-    apps = app if isinstance(app, Mapping) else {"/": app}
-    site = Site([mount_app(prefix, each, protocol) for prefix, each in apps.items()])
+    bus = process_bus(bus)
+    site = Site.from_apps(app, protocol)
     binds = _config.convert("quickstart() ", "bind", _config.SERVER_FIELDS["bind"][1], bind)
     server = _config.convert("quickstart() ", "server", _config.SERVER_FIELDS["server"][1], server)
     config = SiteConfig(source="quickstart()", graceful_timeout=graceful_timeout, reload=reload,

@@ -13,31 +13,36 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
-import inspect
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-__all__ = ["Mount", "Site", "SiteError", "detect_protocol", "load_app", "parse_app_spec"]
+from ..servers.bridge import AsgiAsWsgi, WsgiAsAsgi
+from ..servers.protocols import PROTOCOLS
+from ..servers.reporting import one_line
+from . import dispatch
+from .mounts import Mount, SiteError, mount_app, name_of, normalize_prefix
 
-PROTOCOLS = ("wsgi", "asgi")
+__all__ = ["AppSpec", "Mount", "Site", "SiteError", "load_app", "mount_app", "parse_app_spec"]
+
 DEFAULT_ATTRIBUTES = ("application", "app")
 
-
-class SiteError(ValueError):
-    """A mistake in how the site is described: the message is one line meant for the deployer."""
+#: (args, kwargs) of a factory call.
+Call = tuple[tuple[Any, ...], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class AppSpec:
-    """A parsed ``[/prefix=]module[:attribute[(args)]]``."""
+    """A parsed ``[/prefix=]module[:attribute[(args)]]``, with the protocol it was declared with."""
 
     prefix: str
     module: str
     attribute: str | None
-    call: tuple[tuple, dict] | None  # (args, kwargs) when the target is a factory call
+    call: Call | None  # when the target is a factory call
+    protocol: str | None = None  # None or 'auto': detected from the app
 
     @property
     def target(self) -> str:
@@ -49,32 +54,7 @@ class AppSpec:
         return text
 
 
-@dataclass(frozen=True)
-class Mount:
-    """One app of the site: where it is mounted, what it is, and which protocol it speaks."""
-
-    prefix: str
-    app: Callable[..., Any]
-    protocol: str
-    target: str = ""
-
-    @property
-    def path(self) -> str:
-        return self.prefix or "/"
-
-
-def normalize_prefix(prefix: str) -> str:
-    """'' or '/' for the root, else '/a/b' (no trailing slash); SiteError when malformed."""
-    if prefix in ("", "/"):
-        return ""
-    if not prefix.startswith("/"):
-        raise SiteError("mount point %r must start with '/'" % prefix)
-    if "//" in prefix or any(part in (".", "..") for part in prefix.split("/")):
-        raise SiteError("mount point %r is not a clean path (no '//', '.' or '..')" % prefix)
-    return prefix.rstrip("/")
-
-
-def parse_app_spec(text: str, prefix: str | None = None) -> AppSpec:
+def parse_app_spec(text: str, prefix: str | None = None, protocol: str | None = None) -> AppSpec:
     """Parse ``[/prefix=]module[:attr[.attr][(literal args)]]``; SiteError when malformed."""
     spec = text.strip()
     if prefix is None and spec.startswith("/"):
@@ -89,10 +69,10 @@ def parse_app_spec(text: str, prefix: str | None = None) -> AppSpec:
         attribute, call = _parse_call(text, attribute)
     if attribute and not all(part.isidentifier() for part in attribute.split(".")):
         raise SiteError("app %r: %r is not a dotted attribute name" % (text, attribute))
-    return AppSpec(normalize_prefix(prefix or ""), module, attribute or None, call)
+    return AppSpec(normalize_prefix(prefix or ""), module, attribute or None, call, protocol)
 
 
-def _parse_call(text: str, expression: str) -> tuple[str, tuple[tuple, dict]]:
+def _parse_call(text: str, expression: str) -> tuple[str, Call]:
     try:
         node = ast.parse(expression, mode="eval").body
         if not isinstance(node, ast.Call):
@@ -122,64 +102,49 @@ def load_app(spec: AppSpec) -> Callable[..., Any]:
         wanted = " or ".join(repr(n) for n in names)
         raise SiteError("app %r: module %r has no attribute %s" % (spec.target, spec.module, wanted))
     if spec.call is not None:
-        obj = _call_factory(spec, obj)
+        obj = _call_factory(spec, spec.call, obj)
     if not callable(obj):
         raise SiteError("app %r is not callable (it is %s)" % (spec.target, type(obj).__name__))
-    return obj
+    return obj  # type: ignore[no-any-return]  # callable() checked it
 
 
-def _import(spec: AppSpec):
+def _import(spec: AppSpec) -> ModuleType:
     try:
         return import_module(spec.module)
     except SiteError as exc:
         raise SiteError("app %r: %s" % (spec.target, exc)) from None
 
 
-def import_module(name: str):
+def import_module(name: str) -> ModuleType:
     """importlib.import_module, failing with a one-line SiteError that says why."""
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
             raise SiteError("no module named %r (check --pythonpath / --chdir)" % exc.name) from None
-        raise SiteError("importing %r failed: %s" % (name, one_line(exc))) from None
+        raise SiteError("importing %r failed: %s" % (name, one_line_at(exc))) from None
     except Exception as exc:
-        raise SiteError("importing %r failed: %s" % (name, one_line(exc))) from None
+        raise SiteError("importing %r failed: %s" % (name, one_line_at(exc))) from None
 
 
-def _call_factory(spec: AppSpec, factory: Any) -> Any:
+def _call_factory(spec: AppSpec, call: Call, factory: Any) -> Any:
     if not callable(factory):
         raise SiteError("app %r: %r is not a callable factory" % (spec.target, spec.attribute))
-    args, kwargs = spec.call
+    args, kwargs = call
     try:
         return factory(*args, **kwargs)
     except Exception as exc:
-        raise SiteError("app %r: the factory failed: %s" % (spec.target, one_line(exc))) from None
+        raise SiteError("app %r: the factory failed: %s" % (spec.target, one_line_at(exc))) from None
 
 
-def one_line(exc: BaseException) -> str:
+def one_line_at(exc: BaseException) -> str:
     """``Type: message (at file:line)`` for an exception raised by the deployer's code."""
-    text = "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
     if isinstance(exc, SyntaxError) and exc.filename:
         return "%s: %s (at %s:%s)" % (type(exc).__name__, exc.msg, exc.filename, exc.lineno)
     frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if not frame.filename.startswith("<frozen")]
-    if frames:
-        text += " (at %s:%s)" % (frames[-1].filename, frames[-1].lineno)
-    return " ".join(text.split())
-
-
-def detect_protocol(app: Callable[..., Any]) -> str:
-    """'asgi' for an async callable or one taking (scope, receive, send); else 'wsgi'."""
-    while isinstance(app, functools.partial):
-        app = app.func
-    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(getattr(app, "__call__", None)):
-        return "asgi"
-    try:
-        parameters = list(inspect.signature(app).parameters.values())
-    except (TypeError, ValueError):
-        return "wsgi"
-    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return "asgi" if len(positional) == 3 and positional[0].name == "scope" else "wsgi"
+    if not frames:
+        return one_line(exc)
+    return "%s (at %s:%s)" % (one_line(exc), frames[-1].filename, frames[-1].lineno)
 
 
 class Site:
@@ -196,16 +161,22 @@ class Site:
             if mount.prefix in seen:
                 raise SiteError("two apps are mounted at %r" % mount.path)
             seen.add(mount.prefix)
-        self._bridges: list = []  # the a2wsgi adapters app() made
+        self._bridges: list[WsgiAsAsgi | AsgiAsWsgi] = []  # the a2wsgi adapters app() made
 
     @classmethod
-    def from_specs(cls, specs: Iterable[str | AppSpec], protocol: str | None = None) -> "Site":
-        """Load every app; ``protocol`` ('wsgi'/'asgi') forces it instead of detecting."""
-        mounts = []
-        for spec in specs:
-            parsed = spec if isinstance(spec, AppSpec) else parse_app_spec(spec)
-            mounts.append(mount_app(parsed.prefix, load_app(parsed), protocol, parsed.target))
-        return cls(mounts)
+    def from_specs(cls, specs: Iterable[str | AppSpec], protocol: str | None = None) -> Site:
+        """Load every app; ``protocol`` ('wsgi'/'asgi') forces it, else each spec's own, else detected.
+
+        Every spec is parsed before any app is imported, so a malformed one is reported first.
+        """
+        parsed = [spec if isinstance(spec, AppSpec) else parse_app_spec(spec) for spec in specs]
+        return cls([mount_app(spec.prefix, load_app(spec), protocol or spec.protocol, spec.target) for spec in parsed])
+
+    @classmethod
+    def from_apps(cls, apps: Callable[..., Any] | Mapping[str, Callable[..., Any]], protocol: str | None = None) -> Site:
+        """A site of loaded apps: one app (at the root) or ``{prefix: app}``; ``protocol`` forces theirs."""
+        mapping = apps if isinstance(apps, Mapping) else {"/": apps}
+        return cls([mount_app(prefix, app, protocol) for prefix, app in mapping.items()])
 
     @property
     def protocol(self) -> str:
@@ -214,8 +185,6 @@ class Site:
 
     def app(self, protocol: str | None = None, *, threads: int | None = None) -> Callable[..., Any]:
         """The whole site as one app speaking ``protocol`` (default: the site's own)."""
-        from . import dispatch
-
         protocol = protocol or self.protocol
         if protocol == "wsgi":
             return dispatch.wsgi_site(self.mounts, self._bridges)
@@ -232,20 +201,7 @@ class Site:
 
     def describe(self) -> list[str]:
         """One line per mount, shortest prefix first: '/api -> pkg.api:app (asgi)'."""
-        return ["%s -> %s (%s)" % (m.path, m.target or _name_of(m.app), m.protocol) for m in reversed(self.mounts)]
-
-
-def mount_app(prefix: str, app: Callable[..., Any], protocol: str | None = None, target: str = "") -> Mount:
-    """A Mount for an already loaded app; detects the protocol unless one is given."""
-    if protocol in (None, "auto"):
-        protocol = detect_protocol(app)
-    return Mount(normalize_prefix(prefix), app, protocol, target or _name_of(app))
-
-
-def _name_of(app: Any) -> str:
-    module = getattr(app, "__module__", None) or type(app).__module__
-    name = getattr(app, "__qualname__", None) or type(app).__qualname__
-    return "%s:%s" % (module, name)
+        return ["%s -> %s (%s)" % (m.path, m.target or name_of(m.app), m.protocol) for m in reversed(self.mounts)]
 
 
 def add_pythonpath(entries: Iterable[str]) -> None:

@@ -23,6 +23,7 @@ _HOMES = {
     "Drainer": "drain",
     "Health": "health",
     "ChildReaper": "reaper",
+    "StatusFile": "status",
 }
 
 __all__ = sorted(_HOMES)

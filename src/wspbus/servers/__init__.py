@@ -12,12 +12,12 @@ from .._core.lazy import lazy_exports
 _HOMES = {
     "ServerAdapter": "adapter",
     "Bind": "sockets.binds",
-    "BindError": "sockets.binds",
+    "BindError": "sockets.errors",
     "HTTPServer": "httpserver",
-    "SERVERS": "httpserver",
-    "choose_server": "httpserver",
-    "detect_protocol": "httpserver",
-    "protocols_of": "httpserver",
+    "SERVERS": "protocols",
+    "choose_server": "protocols",
+    "detect_protocol": "protocols",
+    "protocols_of": "protocols",
     "LifespanError": "lifespan",
     "listen_fds": "sockets.activation",
 }

@@ -24,6 +24,8 @@ from typing import Any
 
 from .._core.bus import states
 from ..plugins.base import SimplePlugin
+from .reporting import one_line
+from .sockets.addresses import bracketed
 
 __all__ = ["ServerAdapter"]
 
@@ -55,8 +57,7 @@ class ServerAdapter(SimplePlugin):
         """What the log calls this server: its URL when the bind address is known."""
         address = self.bind_addr
         if isinstance(address, tuple) and len(address) >= 2:
-            host = address[0]
-            return "http://%s:%s" % ("[%s]" % host if ":" in str(host) else host, address[1])
+            return "http://%s:%s" % (bracketed(str(address[0])), address[1])
         if address is None:
             return "unknown interface (dynamic?)"
         return str(address)
@@ -114,15 +115,17 @@ class ServerAdapter(SimplePlugin):
         self.interrupt = exc if exc is not None else RuntimeError("the server returned")
         self._thread = None  # this thread runs the exit below; stop() must not wait for it
         self.running = False
-        reason = "stopped by itself" if exc is None else "died: %s" % _one_line(exc)
+        reason = "stopped by itself" if exc is None else "died: %s" % one_line(exc)
         self.bus.log("HTTP server %s %s; exiting" % (self.description, reason), level=40,
                      traceback=exc is not None)
         if not self.bus.exit_code:
             self.bus.exit_code = 1
         try:
             self.bus.exit()
-        except Exception:
-            pass  # the failing listeners were logged by the bus
+        except Exception:  # any bus's failure: CherryPy's raises its own ChannelFailures
+            # Nothing is left to do: the bus logged each failing listener, and this dying server
+            # thread has no caller to raise to.
+            pass
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -154,7 +157,3 @@ class ServerAdapter(SimplePlugin):
                                                          "not serving", self.bus.state.name), level=10)
         return False
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return "%s: %s" % (type(exc).__name__, text[0]) if text else type(exc).__name__

@@ -12,14 +12,29 @@ close its copy when it stops, while the listening socket itself stays open for a
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Hashable
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["ServeOptions", "Waker"]
+from .reporting import no_log
+
+__all__ = ["ServeOptions", "SharedLoop", "Waker"]
 
 
-def _no_log(msg: str, level: int = 20, traceback: bool = False) -> None:
-    pass
+class SharedLoop:
+    """The event loop that servers of one app share, and the app's ASGI lifespan on it.
+
+    HTTPServer hands the servers of one app on one bus the same SharedLoop; an asyncio server
+    joins it when it starts and leaves it when it stops: the first to join starts the loop and the
+    lifespan, the last to leave ends both, and a join after that starts fresh ones. The server
+    module keeps its record of the running loop here, so that no module keeps a registry of them.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        #: The server module's record of the running loop (None while no server uses it).
+        self.running: Any = None
 
 
 @dataclass
@@ -31,12 +46,13 @@ class ServeOptions:
     #: Seconds a stop may spend finishing requests in flight (None: no bound).
     graceful_timeout: float | None = None
     #: The bus's log(msg, level, traceback).
-    log: Callable[..., None] = _no_log
+    log: Callable[..., None] = no_log
     #: Names the server's threads.
     name: str = "wspbus"
-    #: Servers given the same key (not None) share one event loop, and the app's ASGI lifespan runs
-    #: once for all of them (HTTPServer: one key per bus and app, so the binds of a site share both).
-    shared_loop: Hashable | None = None
+    #: Servers given the same SharedLoop share one event loop, and the app's ASGI lifespan runs once
+    #: for all of them (HTTPServer: one per bus and app, so the binds of a site share both).
+    #: None: a loop of the server's own.
+    shared_loop: SharedLoop | None = None
 
 
 class Waker:

@@ -12,9 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .loop import LoopThread
-
-__all__ = ["AsgiAsWsgi", "WsgiAsAsgi"]
+__all__ = ["AsgiAsWsgi", "WsgiAsAsgi", "adapted"]
 
 
 class _Bridge:
@@ -77,8 +75,25 @@ class AsgiAsWsgi(_Bridge):
     def _make(self) -> tuple[Callable[..., Any], Callable[[], None]]:
         import a2wsgi
 
+        from .loop import LoopThread  # asyncio, imported only for a site that needs it
+
         loop = LoopThread("wspbus a2wsgi loop")
         return a2wsgi.ASGIMiddleware(self.app, loop=loop.loop), loop.close
 
     def __call__(self, environ: dict, start_response: Callable) -> Any:
         return self._adapter()(environ, start_response)
+
+
+def adapted(app: Any, protocol: str, spoken: str, threads: int | None = None) -> WsgiAsAsgi | AsgiAsWsgi | None:
+    """``app``, which speaks ``protocol``, adapted with a2wsgi to speak ``spoken``; None if it does already.
+
+    Whoever serves the adapter closes it once no server uses it. ``threads``: a WSGI app's worker
+    threads under an ASGI server. ValueError (one line) when a2wsgi is not installed.
+    """
+    if protocol == spoken:
+        return None
+    try:
+        return WsgiAsAsgi(app, threads) if spoken == "asgi" else AsgiAsWsgi(app)
+    except ImportError:
+        raise ValueError("serving %s app as %s needs a2wsgi: pip install 'wspbus[asgi]'"
+                         % ("an ASGI" if protocol == "asgi" else "a WSGI", spoken.upper())) from None

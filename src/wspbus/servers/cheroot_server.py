@@ -18,6 +18,7 @@ import socket
 from typing import Any
 
 from .backend import ServeOptions, Waker
+from .sockets.addresses import address_of
 from .sockets.binds import BACKLOG
 
 __all__ = ["create"]
@@ -32,12 +33,7 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
         """cheroot's WSGI server on a socket that already listens, with a prompt stop."""
 
         def __init__(self) -> None:
-            address = listener.getsockname()
-            if isinstance(address, tuple):
-                address = address[:2]
-            elif isinstance(address, bytes):
-                address = address.decode("utf-8", "surrogateescape")
-            super().__init__(address, app, numthreads=options.threads or DEFAULT_THREADS,
+            super().__init__(address_of(listener), app, numthreads=options.threads or DEFAULT_THREADS,
                              request_queue_size=BACKLOG, shutdown_timeout=options.graceful_timeout)
             self._listener = listener
             self._waker = Waker()

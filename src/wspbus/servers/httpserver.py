@@ -11,91 +11,21 @@ re-exec, and clients queue in its backlog until the new process serves them.
 from __future__ import annotations
 
 import importlib
-import inspect
+import itertools
 import socket
-import threading
 from typing import Any
 
 from .._process import reexec
-from .sockets import activation
 from .access import asgi_access_log, wsgi_access_log
 from .adapter import ServerAdapter
-from .backend import ServeOptions
+from .backend import ServeOptions, SharedLoop
+from .bridge import adapted
+from .protocols import PROTOCOLS, choose_server, detect_protocol, module_of, spoken_by
+from .sockets.activation import PASSED
+from .sockets.addresses import address_of, bracketed
 from .sockets.binds import Bind, close_listener, open_listener, unix_file_identity
 
-__all__ = ["HTTPServer", "SERVERS", "choose_server", "detect_protocol", "protocols_of"]
-
-#: The servers HTTPServer can run, by name.
-SERVERS = {
-    "cheroot": "cheroot: threaded WSGI server, HTTP/1.1 keep-alive (the default for WSGI apps)",
-    "waitress": "waitress: threaded WSGI server, HTTP/1.1 keep-alive, pure Python",
-    "uvicorn": "uvicorn: asyncio ASGI server with the ASGI lifespan (the default for ASGI apps)",
-    "stdlib": "the standard library's wsgiref, one thread per connection, HTTP/1.0 (no dependency)",
-}
-
-# name -> (module of this package, what must import, protocol spoken, what to install)
-_SERVER_INFO = {
-    "cheroot": ("cheroot_server", "cheroot", "wsgi", "wspbus"),
-    "waitress": ("waitress_server", "waitress", "wsgi", "wspbus[waitress]"),
-    "uvicorn": ("uvicorn_server", "uvicorn", "asgi", "wspbus[asgi]"),
-    "stdlib": ("stdlib_server", None, "wsgi", None),
-}
-_PROTOCOLS = ("wsgi", "asgi")
-
-#: Listening sockets handed to the next incarnation: referenced here so nothing closes them.
-_kept_for_exec: list[socket.socket] = []
-_names_claimed: dict[str, int] = {}
-_names_lock = threading.Lock()
-
-
-def protocols_of(name: str) -> tuple[str, ...]:
-    """The protocols a server speaks natively ('auto': both, by picking the server)."""
-    if name == "auto":
-        return _PROTOCOLS
-    return (_info(name)[2],)
-
-
-def detect_protocol(app: Any) -> str:
-    """'asgi' for a coroutine callable (or an object whose __call__ is one), else 'wsgi'."""
-    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__):
-        return "asgi"
-    return "wsgi"
-
-
-def choose_server(name: str, protocol: str) -> str:
-    """The server to run for ``name`` ('auto' picks by protocol); ValueError if unknown or missing."""
-    if name == "auto":
-        if protocol == "asgi":
-            name = "uvicorn"
-        else:
-            name = "cheroot" if _importable("cheroot") else "stdlib"
-    module, needs, _protocol, extra = _info(name)
-    if needs and not _importable(needs):
-        raise ValueError("server %r is not installed: pip install %s" % (name, extra))
-    return name
-
-
-def _info(name: str) -> tuple:
-    info = _SERVER_INFO.get(name)
-    if info is None:
-        raise ValueError("unknown server %r: expected auto, %s" % (name, ", ".join(SERVERS)))
-    return info
-
-
-def _importable(module: str) -> bool:
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
-
-
-def _claim_name(bind_text: str) -> str:
-    """The name the listening socket goes by across a restart (a second server on the same bind text
-    gets 'TEXT#2'; servers are built in the same order by the re-executed process)."""
-    with _names_lock:
-        count = _names_claimed[bind_text] = _names_claimed.get(bind_text, 0) + 1
-    return bind_text if count == 1 else "%s#%d" % (bind_text, count)
+__all__ = ["HTTPServer"]
 
 
 class HTTPServer(ServerAdapter):
@@ -106,7 +36,7 @@ class HTTPServer(ServerAdapter):
         self.bind = bind if isinstance(bind, Bind) else Bind.parse(bind)
         if protocol == "auto":
             protocol = detect_protocol(app)
-        if protocol not in _PROTOCOLS:
+        if protocol not in PROTOCOLS:
             raise ValueError("unknown protocol %r: expected 'wsgi', 'asgi' or 'auto'" % (protocol,))
         if threads is not None and (not isinstance(threads, int) or threads < 1):
             raise ValueError("threads must be a positive number, not %r" % (threads,))
@@ -116,12 +46,15 @@ class HTTPServer(ServerAdapter):
         self.access_log = access_log
         self.threads = threads
         #: Where the server listens once started: (host, port) for TCP, the path for a Unix socket.
-        self.address: Any = None
-        self._bridge = _bridge(app, protocol, self.server, threads)
-        self._served_app = _with_access_log(self._bridge or app, self.server, access_log)
+        self.address: tuple[str, int] | str | None = None
+        self._bridge = adapted(app, protocol, spoken_by(self.server), threads)
+        self._served_app = _with_access_log(self._bridge or app, spoken_by(self.server), access_log)
         self._listener: socket.socket | None = None
         self._listener_identity: tuple[int, int] | None = None
-        self._name_across_exec = _claim_name(str(self.bind))
+        #: The name the listener goes by across a restart, while this server holds one.
+        self.socket_name: str | None = None
+        self._kept_across_exec: socket.socket | None = None  # referenced so nothing closes it before the exec
+        self._shared_loop: SharedLoop | None = None
         super().__init__(bus, None, None)
 
     @property
@@ -131,8 +64,7 @@ class HTTPServer(ServerAdapter):
         if address is None:
             return str(self.bind)
         if isinstance(address, tuple):
-            host = address[0]
-            return "http://%s:%d" % ("[%s]" % host if ":" in host else host, address[1])
+            return "http://%s:%d" % (bracketed(address[0]), address[1])
         return "unix:" + address.replace("\0", "@")
 
     @property
@@ -145,11 +77,10 @@ class HTTPServer(ServerAdapter):
             return super().start()  # says it already serves
         if self._listener is None:
             self._listener = self._acquire_listener()
-        self.address = _address_of(self._listener)
+        self.address = address_of(self._listener)
         options = ServeOptions(threads=self.threads, graceful_timeout=self.bus.graceful_timeout,
-                               log=self.bus.log, name="wspbus %s" % self.bind,
-                               shared_loop=(id(self.bus), id(self.app)))
-        module = importlib.import_module("." + _SERVER_INFO[self.server][0], __package__)
+                               log=self.bus.log, name="wspbus %s" % self.bind, shared_loop=self._loop())
+        module = importlib.import_module("." + module_of(self.server), __package__)
         copy = self._listener.dup()
         try:
             self.httpserver = module.create(self._served_app, copy, options)
@@ -168,7 +99,7 @@ class HTTPServer(ServerAdapter):
         stops accepting, so new connections are refused from then on, however long the requests
         in flight take.
         """
-        keep = self.bus.execv
+        keep = bool(self.bus.execv)
         if not keep:
             self._release_listener(keep=False)
         try:
@@ -185,15 +116,57 @@ class HTTPServer(ServerAdapter):
             super().stop()
             self.start()
 
+    # -- what the servers of one bus share -----------------------------------------------
+
+    def _siblings(self) -> list[HTTPServer]:
+        """The other HTTPServers on this bus (its 'start' listeners): the servers of one site."""
+        siblings = []
+        for listener in self.bus.listeners.get("start", ()):
+            owner = getattr(listener, "__self__", None)
+            if isinstance(owner, HTTPServer) and owner is not self:
+                siblings.append(owner)
+        return siblings
+
+    def _claim_socket_name(self) -> str:
+        """The bind text, or 'TEXT#N' where other servers of this bus listen on the same text.
+
+        Claimed as the listener is acquired, so servers on the same text are numbered in the
+        order the bus starts them: the order of the site's configuration, the same in the
+        re-executed process. Nothing outside this bus (another bus, a server built and dropped)
+        changes the name.
+        """
+        text = str(self.bind)
+        taken = {sibling.socket_name for sibling in self._siblings()}
+        names = (text if number == 1 else "%s#%d" % (text, number) for number in itertools.count(1))
+        return next(name for name in names if name not in taken)
+
+    def _loop(self) -> SharedLoop:
+        """The event loop shared by this bus's servers of the same app (its lifespan runs once)."""
+        if self._shared_loop is None:
+            for sibling in self._siblings():
+                if sibling.app is self.app and sibling._shared_loop is not None:
+                    self._shared_loop = sibling._shared_loop
+                    break
+            else:
+                self._shared_loop = SharedLoop()
+        return self._shared_loop
+
+    # -- the listening socket ------------------------------------------------------------
+
     def _acquire_listener(self) -> socket.socket:
-        fd = reexec.take_inherited(self._name_across_exec)
+        self.socket_name = self._claim_socket_name()
+        fd = reexec.take_inherited(self.socket_name)
         if fd is not None:
             sock = socket.socket(fileno=fd)
             sock.set_inheritable(False)
             self.bus.log("Serving %s on the socket inherited across the restart" % self.bind)
         else:
-            activation.listen_fds()  # take LISTEN_* out of the environment before any server sees it
-            sock = open_listener(self.bind)
+            PASSED.by_name()  # take LISTEN_* out of the environment before any server sees it
+            try:
+                sock = open_listener(self.bind)
+            except BaseException:
+                self.socket_name = None
+                raise
         self._listener_identity = unix_file_identity(self.bind)
         return sock
 
@@ -201,37 +174,15 @@ class HTTPServer(ServerAdapter):
         sock, self._listener = self._listener, None
         if sock is None:
             return
-        if keep:
-            reexec.keep_across_exec(sock.fileno(), self._name_across_exec)
-            _kept_for_exec.append(sock)
+        if keep and self.socket_name is not None:
+            reexec.keep_across_exec(sock.fileno(), self.socket_name)
+            self._kept_across_exec = sock
         else:
+            self.socket_name = None
             close_listener(sock, self.bind, self._listener_identity)
 
 
-def _address_of(sock: socket.socket) -> Any:
-    address = sock.getsockname()
-    if isinstance(address, tuple):
-        return address[:2]
-    if isinstance(address, bytes):
-        return address.decode("utf-8", "surrogateescape")
-    return address
-
-
-def _bridge(app: Any, protocol: str, server: str, threads: int | None) -> Any:
-    """``app`` adapted with a2wsgi to the protocol ``server`` speaks; None if it speaks the app's."""
-    spoken = _SERVER_INFO[server][2]
-    if protocol == spoken:
-        return None
-    try:
-        from .bridge import AsgiAsWsgi, WsgiAsAsgi
-
-        return WsgiAsAsgi(app, threads) if spoken == "asgi" else AsgiAsWsgi(app)
-    except ImportError:
-        raise ValueError("serving a %s app with %s needs a2wsgi: pip install wspbus[asgi]"
-                         % (protocol.upper(), server)) from None
-
-
-def _with_access_log(app: Any, server: str, access_log: bool) -> Any:
+def _with_access_log(app: Any, protocol: str, access_log: bool) -> Any:
     if not access_log:
         return app
-    return asgi_access_log(app) if _SERVER_INFO[server][2] == "asgi" else wsgi_access_log(app)
+    return asgi_access_log(app) if protocol == "asgi" else wsgi_access_log(app)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.errors import StartupError
+from .reporting import no_log, one_line
 
 __all__ = ["Lifespan", "LifespanError"]
 
@@ -34,14 +35,10 @@ class LifespanError(StartupError):
         self.details = details or reason
 
 
-def _no_log(msg: str, level: int = 20, traceback: bool = False) -> None:
-    pass
-
-
 class Lifespan:
     """One app's lifespan: ``await startup()``, serve ``app_with_state``, ``await shutdown()``."""
 
-    def __init__(self, app: Any, log: Callable[..., None] = _no_log, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, app: Any, log: Callable[..., None] = no_log, state: dict[str, Any] | None = None) -> None:
         self.app = app
         self.log = log
         #: Filled by the app during startup (``state``: a dict to share); each request gets a shallow copy.
@@ -137,8 +134,6 @@ class Lifespan:
         await self._from_app.put(message)
 
 
+
 def _describe(error: BaseException | None) -> str:
-    if error is None:
-        return "it returned"
-    text = str(error).strip().splitlines()
-    return "%s: %s" % (type(error).__name__, text[-1]) if text else type(error).__name__
+    return "it returned" if error is None else one_line(error)

@@ -17,10 +17,10 @@ import concurrent.futures
 import socket
 import threading
 from asyncio import selector_events
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
-from .backend import ServeOptions
+from .backend import ServeOptions, SharedLoop
 from .sockets.binds import BACKLOG
 from .lifespan import Lifespan
 from .loop import LoopThread
@@ -38,7 +38,7 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> "Uvicorn
 
 
 class _AppLoop:
-    """The loop and the lifespan the servers of one app share; the last one to leave ends both."""
+    """The loop and the lifespan the servers of one app share while any of them runs."""
 
     def __init__(self, app: Any, options: ServeOptions, loop_factory: Callable[[], Any] | None) -> None:
         self.lifespan = Lifespan(app, options.log)
@@ -48,43 +48,37 @@ class _AppLoop:
         self.starting = threading.Lock()
 
 
-_app_loops: dict[Hashable, _AppLoop] = {}
-_app_loops_lock = threading.Lock()
-
-
-def _join(key: Hashable | None, app: Any, options: ServeOptions, loop_factory: Callable[[], Any] | None) -> _AppLoop:
-    """The app's shared loop, its lifespan started (by the first server to join); raises its failure."""
-    with _app_loops_lock:
-        shared = _app_loops.get(key) if key is not None else None
-        if shared is None:
-            shared = _AppLoop(app, options, loop_factory)
-            if key is not None:
-                _app_loops[key] = shared
-        shared.users += 1
+def _join(shared: SharedLoop, app: Any, options: ServeOptions, loop_factory: Callable[[], Any] | None) -> _AppLoop:
+    """The app's running loop, its lifespan started (by the first server to join); raises its failure."""
+    with shared.lock:
+        running = shared.running
+        if running is None:
+            running = shared.running = _AppLoop(app, options, loop_factory)
+        running.users += 1
     try:
-        with shared.starting:
-            if not shared.started:
-                shared.thread.run(shared.lifespan.startup())
-                shared.started = True
+        with running.starting:
+            if not running.started:
+                running.thread.run(running.lifespan.startup())
+                running.started = True
     except BaseException:
-        _leave(key, shared, options.graceful_timeout)
+        _leave(shared, running, options.graceful_timeout)
         raise
-    return shared
+    return running
 
 
-def _leave(key: Hashable | None, shared: _AppLoop, timeout: float | None) -> None:
+def _leave(shared: SharedLoop, running: _AppLoop, timeout: float | None) -> None:
     """One server less; after the last, the lifespan shutdown (bounded by ``timeout``) and the loop's end."""
-    with _app_loops_lock:
-        shared.users -= 1
-        if shared.users:
+    with shared.lock:
+        running.users -= 1
+        if running.users:
             return
-        if key is not None and _app_loops.get(key) is shared:
-            del _app_loops[key]
+        if shared.running is running:
+            shared.running = None
     try:
-        if shared.started:
-            shared.thread.run(shared.lifespan.shutdown(timeout))
+        if running.started:
+            running.thread.run(running.lifespan.shutdown(timeout))
     finally:
-        shared.thread.close()
+        running.thread.close()
 
 
 class UvicornServer:
@@ -94,6 +88,8 @@ class UvicornServer:
         self._app = app
         self._listener = listener
         self._options = options
+        #: The loop this server runs on: the one its app's servers share, else one of its own.
+        self._loop_share = options.shared_loop or SharedLoop()
         self._shared: _AppLoop | None = None
         self._stop_requested: asyncio.Event | None = None
         self._serving: Any = None  # the concurrent future of _serve() on the shared loop
@@ -105,8 +101,7 @@ class UvicornServer:
         config = uvicorn.Config(self._app, interface="asgi3", lifespan="off",
                                 log_config=None, access_log=False, backlog=BACKLOG,
                                 timeout_graceful_shutdown=self._options.graceful_timeout)
-        key = self._options.shared_loop
-        shared = _join(key, self._app, self._options, config.get_loop_factory())
+        shared = _join(self._loop_share, self._app, self._options, config.get_loop_factory())
         try:
             config.app = shared.lifespan.with_state(self._app)
             config.load()
@@ -116,7 +111,7 @@ class UvicornServer:
             shared.thread.run(self._server.startup(sockets=[self._listener]))
         except BaseException:
             self._listener.close()
-            _leave(key, shared, self._options.graceful_timeout)
+            _leave(self._loop_share, shared, self._options.graceful_timeout)
             raise
         self._shared = shared
         self._serving = shared.thread.submit(self._serve())
@@ -133,7 +128,7 @@ class UvicornServer:
             shared.thread.call_soon(self._stop_requested.set)
             concurrent.futures.wait([self._serving])  # serve() reports what ended it
         finally:
-            _leave(self._options.shared_loop, shared, self._options.graceful_timeout)
+            _leave(self._loop_share, shared, self._options.graceful_timeout)
 
     # -- on the shared loop --------------------------------------------------------------
 

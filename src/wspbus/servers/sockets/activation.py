@@ -5,57 +5,85 @@ LISTEN_PID says which process they are meant for, LISTEN_FDNAMES (colon-separate
 The variables are read once and removed from the environment whatever they say, so that a
 child process never takes the sockets for its own. A bind ``systemd:NAME`` takes the socket of
 that name, ``fd://N`` the socket on descriptor N; the server then binds nothing itself.
+
+What was passed is a fact about the process, so one object, ``PASSED``, owns it.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
+from collections.abc import Callable
 
-from .binds import BindError
+from .errors import BindError, reason
 
-__all__ = ["LISTEN_FDS_START", "listen_fds", "socket_for_fd", "socket_named"]
+__all__ = ["LISTEN_FDS_START", "PASSED", "PassedSockets", "listen_fds"]
 
 LISTEN_FDS_START = 3
 _VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
-#: (name, socket) passed to this process and not taken yet; None until the environment is read.
-_passed: list[tuple[str, socket.socket]] | None = None
+
+class PassedSockets:
+    """The sockets passed to this process and not taken yet, read from the environment on first use."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: list[tuple[str, socket.socket]] | None = None  # (name, socket); None: not read yet
+
+    def by_name(self) -> dict[str, list[socket.socket]]:
+        """The sockets not taken yet, by name ('unknown' if unnamed)."""
+        named: dict[str, list[socket.socket]] = {}
+        with self._lock:
+            for name, sock in self._read():
+                named.setdefault(name, []).append(sock)
+        return named
+
+    def take_named(self, name: str, label: str, backlog: int) -> socket.socket:
+        """Take the first passed socket called ``name``; BindError if there is none."""
+        with self._lock:
+            sock = self._take(lambda passed_name, _sock: passed_name == name)
+            names = ", ".join(sorted({passed_name for passed_name, _ in self._read()}))
+        if sock is not None:
+            return _listening(sock, label, backlog)
+        if not names:
+            raise BindError("cannot use %s: no socket was passed to this process (LISTEN_FDS)" % label)
+        raise BindError("cannot use %s: the sockets passed to this process are named %s" % (label, names))
+
+    def take_fd(self, fd: int, label: str, backlog: int) -> socket.socket:
+        """Take the socket open on descriptor ``fd`` (passed by systemd or by any launcher)."""
+        with self._lock:
+            sock = self._take(lambda _name, passed: passed.fileno() == fd)
+        if sock is None:
+            try:
+                sock = socket.socket(fileno=fd)
+            except OSError as exc:
+                raise BindError("cannot use %s: %s" % (label, reason(exc))) from None
+        return _listening(sock, label, backlog)
+
+    def _take(self, wanted: Callable[[str, socket.socket], bool]) -> socket.socket | None:
+        """Remove and return the first passed socket that ``wanted(name, socket)`` accepts (lock held)."""
+        pool = self._read()
+        for index, (name, sock) in enumerate(pool):
+            if wanted(name, sock):
+                del pool[index]
+                return sock
+        return None
+
+    def _read(self) -> list[tuple[str, socket.socket]]:
+        """The pool, read from (and taken out of) the environment the first time (lock held)."""
+        if self._pool is None:
+            self._pool = _read_environment()
+        return self._pool
+
+
+#: This process's passed sockets.
+PASSED = PassedSockets()
 
 
 def listen_fds() -> dict[str, list[socket.socket]]:
     """The sockets passed to this process and not taken yet, by name ('unknown' if unnamed)."""
-    named: dict[str, list[socket.socket]] = {}
-    for name, sock in _pool():
-        named.setdefault(name, []).append(sock)
-    return named
-
-
-def socket_named(name: str, label: str, backlog: int) -> socket.socket:
-    """Take the first passed socket called ``name``; BindError if there is none."""
-    pool = _pool()
-    for index, (passed_name, sock) in enumerate(pool):
-        if passed_name == name:
-            del pool[index]
-            return _listening(sock, label, backlog)
-    if not pool:
-        raise BindError("cannot use %s: no socket was passed to this process (LISTEN_FDS)" % label)
-    names = ", ".join(sorted({passed_name for passed_name, _ in pool}))
-    raise BindError("cannot use %s: the sockets passed to this process are named %s" % (label, names))
-
-
-def socket_for_fd(fd: int, label: str, backlog: int) -> socket.socket:
-    """Take the socket open on descriptor ``fd`` (passed by systemd or by any launcher)."""
-    pool = _pool()
-    for index, (_name, sock) in enumerate(pool):
-        if sock.fileno() == fd:
-            del pool[index]
-            return _listening(sock, label, backlog)
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError as exc:
-        raise BindError("cannot use %s: %s" % (label, _reason(exc))) from None
-    return _listening(sock, label, backlog)
+    return PASSED.by_name()
 
 
 def _listening(sock: socket.socket, label: str, backlog: int) -> socket.socket:
@@ -68,21 +96,9 @@ def _listening(sock: socket.socket, label: str, backlog: int) -> socket.socket:
             sock.listen(backlog)
     except OSError as exc:
         sock.detach()
-        raise BindError("cannot use %s: %s" % (label, _reason(exc))) from None
+        raise BindError("cannot use %s: %s" % (label, reason(exc))) from None
     sock.set_inheritable(False)
     return sock
-
-
-def _reason(exc: OSError) -> str:
-    text = os.strerror(exc.errno) if exc.errno else str(exc)
-    return text[:1].lower() + text[1:]
-
-
-def _pool() -> list[tuple[str, socket.socket]]:
-    global _passed
-    if _passed is None:
-        _passed = _read_environment()
-    return _passed
 
 
 def _read_environment() -> list[tuple[str, socket.socket]]:

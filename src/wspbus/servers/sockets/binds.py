@@ -24,7 +24,10 @@ import socket
 import stat
 from dataclasses import dataclass
 
-from ..._core.errors import StartupError
+from ..._process import reexec
+from .activation import PASSED
+from .addresses import bracketed
+from .errors import BindError, reason
 
 __all__ = ["BACKLOG", "Bind", "BindError", "close_listener", "open_listener", "unix_file_identity"]
 
@@ -32,10 +35,6 @@ __all__ = ["BACKLOG", "Bind", "BindError", "close_listener", "open_listener", "u
 BACKLOG = socket.SOMAXCONN
 
 SYNTAX = "HOST:PORT, [IPV6]:PORT, PORT, unix:PATH, fd://N or systemd:NAME"
-
-
-class BindError(StartupError):
-    """A listening socket could not be opened; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class Bind:
             return "fd://%d" % self.fd
         if self.kind == "systemd":
             return "systemd:" + self.name
-        return "%s:%d" % (_bracketed(self.host), self.port)
+        return "%s:%d" % (bracketed(self.host), self.port)
 
     @property
     def is_ipv6(self) -> bool:
@@ -130,10 +129,6 @@ def _is_ipv6(host: str) -> bool:
     return True
 
 
-def _bracketed(host: str) -> str:
-    return "[%s]" % host if ":" in host else host
-
-
 # -- opening and closing listening sockets ---------------------------------------------------
 
 
@@ -146,11 +141,9 @@ def open_listener(bind: Bind, backlog: int = BACKLOG) -> socket.socket:
         return _listen_tcp(bind, backlog)
     if bind.kind == "unix":
         return _listen_unix(bind, backlog)
-    from . import activation
-
     if bind.kind == "fd":
-        return activation.socket_for_fd(bind.fd, str(bind), backlog)
-    return activation.socket_named(bind.name, str(bind), backlog)
+        return PASSED.take_fd(bind.fd, str(bind), backlog)
+    return PASSED.take_named(bind.name, str(bind), backlog)
 
 
 def close_listener(sock: socket.socket, bind: Bind, identity: tuple[int, int] | None) -> None:
@@ -171,9 +164,7 @@ def unix_path(bind: Bind) -> str:
     """The file of a ``unix:`` bind (absolute), or '' for abstract sockets and other kinds."""
     if bind.kind != "unix" or bind.path.startswith("@"):
         return ""
-    from ..._process.reexec import STARTUP_CWD
-
-    return os.path.normpath(os.path.join(STARTUP_CWD or os.getcwd(), bind.path))
+    return os.path.normpath(os.path.join(reexec.STARTUP_CWD or os.getcwd(), bind.path))
 
 
 def unix_file_identity(bind: Bind) -> tuple[int, int] | None:
@@ -189,11 +180,7 @@ def unix_file_identity(bind: Bind) -> tuple[int, int] | None:
 
 
 def _failure(bind: Bind, exc: OSError) -> BindError:
-    if isinstance(exc, socket.gaierror) or not exc.errno:
-        reason = exc.strerror or str(exc)
-    else:
-        reason = os.strerror(exc.errno)
-    return BindError("cannot bind %s: %s" % (bind, reason[:1].lower() + reason[1:]))
+    return BindError("cannot bind %s: %s" % (bind, reason(exc)))
 
 
 def _listen_tcp(bind: Bind, backlog: int) -> socket.socket:
