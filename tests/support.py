@@ -148,9 +148,10 @@ def process_gone(pid: int) -> bool:
 
 def http_get(host: str, port: int, path: str = "/", timeout: float = 5.0):
     """One GET over a fresh connection: (status, body bytes)."""
+    from wspbus.servers.sockets.addresses import bracketed
     from wspbus.testing import get
 
-    return get("http://%s:%d" % ("[%s]" % host if ":" in host else host, port), path, timeout)
+    return get("http://%s:%d" % (bracketed(host), port), path, timeout)
 
 
 def threads_left_running(before: set, timeout: float = DEADLINE) -> list[str]:

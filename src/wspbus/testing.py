@@ -60,6 +60,8 @@ def get(url: str, path: str = "/", timeout: float = 10.0) -> tuple[int, bytes]:
         connection: http.client.HTTPConnection = _UnixHTTPConnection(url[len("unix:"):], timeout)
     else:
         parts = urllib.parse.urlsplit(url)
+        if parts.hostname is None:
+            raise ValueError("%r is not a site URL (http://HOST:PORT, http://[V6]:PORT or unix:PATH)" % url)
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         connection.request("GET", path)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import NoReturn
 
 from .exits import EX_CONFIG, EX_USAGE, EXIT_STATUSES
 
@@ -40,16 +41,19 @@ CONTROL_HELP = {
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage mistake in one line and exits 64 (EX_USAGE)."""
 
-    def error(self, message: str):
+    #: Command name -> its parser, to report a mistake in that command's arguments.
+    commands: Mapping[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
         self.exit(EX_USAGE, "%s: error: %s (see %s --help)\n" % (self.prog, message, self.prog))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(prog="wspbus", description="Run and control a web site on the Web Site Process Bus.",
                      epilog="'wspbus COMMAND --help' describes a command's options.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    parser.commands = commands.choices  # name -> its parser, to report a mistake in its name
+    parser.commands = commands.choices
     _add_serve(commands.add_parser(
         "serve", help="serve a site of WSGI/ASGI apps", description="Serve a site of WSGI and ASGI apps.",
         epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))

@@ -21,6 +21,11 @@ __all__ = ["AppConfig", "ConfigError", "PluginConfig", "ServerConfig", "SiteConf
 DEFAULT_BIND = "127.0.0.1:8080"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
+#: A TOML table, as tomllib reads it.
+Table = dict[str, Any]
+#: key -> (the attribute it sets, the converter that checks it).
+Fields = dict[str, tuple[str, Callable[[Any], Any]]]
+
 
 class ConfigError(ValueError):
     """A configuration mistake; ``str()`` is the one line to show the deployer."""
@@ -125,7 +130,7 @@ def _log_level(value: Any) -> str:
 def _protocol(value: Any) -> str:
     if value not in ("auto", "wsgi", "asgi"):
         raise _Expected("'auto', 'wsgi' or 'asgi'")
-    return value
+    return str(value)
 
 
 def _bind(value: Any) -> list[str]:
@@ -217,7 +222,7 @@ class SiteConfig:
 def _path(base: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if value == "-":
-            return value
+            return "-"
         return os.path.normpath(os.path.join(base, os.path.expanduser(_text(value))))
     return convert
 
@@ -226,7 +231,7 @@ def _paths(base: str) -> Callable[[Any], list[str]]:
     return lambda value: [_path(base)(v) for v in _texts(value)]
 
 
-def _site_fields(base: str) -> dict[str, tuple[str, Callable[[Any], Any]]]:
+def _site_fields(base: str) -> Fields:
     """[site] key -> (SiteConfig attribute, converter)."""
     return {
         "graceful_timeout": ("graceful_timeout", _seconds),
@@ -245,8 +250,8 @@ def _site_fields(base: str) -> dict[str, tuple[str, Callable[[Any], Any]]]:
     }
 
 
-SERVER_FIELDS = {"bind": ("binds", _bind), "server": ("server", _server_name), "threads": ("threads", _positive_int)}
-APP_FIELDS = {"target": ("target", _text), "mount": ("mount", _text), "protocol": ("protocol", _protocol)}
+SERVER_FIELDS: Fields = {"bind": ("binds", _bind), "server": ("server", _server_name), "threads": ("threads", _positive_int)}
+APP_FIELDS: Fields = {"target": ("target", _text), "mount": ("mount", _text), "protocol": ("protocol", _protocol)}
 TOP_LEVEL = ("site", "server", "app", "plugins", "plugin")
 
 
@@ -265,7 +270,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _fill(target: Any, table: dict, fields: dict, where: str) -> None:
+def _fill(target: Any, table: Any, fields: Fields, where: str) -> None:
     if not isinstance(table, dict):
         raise ConfigError("%s: expected a table, got %s" % (where.rstrip(": "), _show(table)))
     for key, value in table.items():
@@ -275,7 +280,7 @@ def _fill(target: Any, table: dict, fields: dict, where: str) -> None:
         setattr(target, attribute, convert(where, key, converter, value))
 
 
-def _array_of_tables(document: dict, key: str, where: str) -> list[dict]:
+def _array_of_tables(document: Table, key: str, where: str) -> list[Table]:
     value = document.get(key, [])
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise ConfigError("%s: %s: expected an array of tables ([[%s]])" % (where, key, key))
@@ -298,7 +303,7 @@ def load(path: str) -> SiteConfig:
     return from_document(document, path)
 
 
-def from_document(document: dict, source: str) -> SiteConfig:
+def from_document(document: Table, source: str) -> SiteConfig:
     """Check a parsed TOML document; ``source`` names it in messages and anchors relative paths."""
     base = os.path.dirname(os.path.abspath(source))
     config = SiteConfig(source=source)
@@ -323,7 +328,7 @@ def from_document(document: dict, source: str) -> SiteConfig:
     return config
 
 
-def _read_plugins(config: SiteConfig, document: dict, source: str) -> None:
+def _read_plugins(config: SiteConfig, document: Table, source: str) -> None:
     plugins = document.get("plugins", {})
     if not isinstance(plugins, dict):
         raise ConfigError("%s: plugins: expected tables [plugins.NAME]" % source)

@@ -106,6 +106,7 @@ def stop(pidfile: str, timeout: float | None) -> int:
     try:
         send(pidfile, "stop")
         if handle is not None and not _wait_readable(handle, timeout):
+            assert timeout is not None  # without a bound, the wait ends only with the process
             raise ControlError("%s: process %d is still running %g s after SIGTERM" % (pidfile, pid, timeout))
     finally:
         if handle is not None:
@@ -127,7 +128,7 @@ def read_status(pidfile: str) -> dict[str, Any]:
     path = status_path(pidfile)
     try:
         with open(path, encoding="utf-8") as file:
-            record = json.load(file)
+            record: dict[str, Any] = json.load(file)
     except (OSError, ValueError):
         record = {"state": "UNKNOWN (no status file %s)" % path}
     record["pid"] = pid

@@ -8,10 +8,14 @@ Apps of the other protocol are wrapped with a2wsgi. Lifespan events reach every 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..servers.bridge import AsgiAsWsgi, WsgiAsAsgi, adapted
+from ..servers.protocols import ASGIApp, Environ, Receive, Scope, Send, StartResponse, WSGIApp
 from .mounts import Mount, SiteError
+
+if TYPE_CHECKING:
+    from ..servers.lifespan import LifespanError
 
 NOT_FOUND = b"Not Found: no app is mounted at this path\n"
 
@@ -39,14 +43,14 @@ def _adapted(mount: Mount, protocol: str, bridges: Bridges, threads: int | None 
 # -- WSGI ---------------------------------------------------------------------------------
 
 
-def wsgi_site(mounts: Sequence, bridges: list) -> Callable[..., Any]:
+def wsgi_site(mounts: Sequence[Mount], bridges: Bridges) -> WSGIApp:
     """One WSGI app for ``mounts`` (sorted longest prefix first)."""
     if len(mounts) == 1 and not mounts[0].prefix:
         return _adapted(mounts[0], "wsgi", bridges)
     # PATH_INFO holds UTF-8 bytes decoded as latin-1; compare prefixes the same way.
     table = [(m.prefix.encode("utf-8").decode("latin-1"), _adapted(m, "wsgi", bridges)) for m in mounts]
 
-    def site(environ: dict, start_response: Callable) -> Any:
+    def site(environ: Environ, start_response: StartResponse) -> Any:
         path = environ.get("PATH_INFO", "")
         for prefix, app in table:
             if _matches(path, prefix):
@@ -62,14 +66,14 @@ def wsgi_site(mounts: Sequence, bridges: list) -> Callable[..., Any]:
 # -- ASGI ---------------------------------------------------------------------------------
 
 
-def asgi_site(mounts: Sequence, bridges: list, threads: int | None = None) -> Callable[..., Any]:
+def asgi_site(mounts: Sequence[Mount], bridges: Bridges, threads: int | None = None) -> ASGIApp:
     """One ASGI app for ``mounts`` (sorted longest prefix first)."""
     table = [(m.prefix, _adapted(m, "asgi", bridges, threads)) for m in mounts]
     native = [(m.path, app) for (prefix, app), m in zip(table, mounts) if m.protocol == "asgi"]
     if len(mounts) == 1 and not mounts[0].prefix:
         return table[0][1]
 
-    async def site(scope: dict, receive: Callable, send: Callable) -> None:
+    async def site(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(native, scope, receive, send)
             return
@@ -85,7 +89,7 @@ def asgi_site(mounts: Sequence, bridges: list, threads: int | None = None) -> Ca
     return site
 
 
-async def _not_found(scope: dict, send: Callable) -> None:
+async def _not_found(scope: Scope, send: Send) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1000})
         return
@@ -94,7 +98,7 @@ async def _not_found(scope: dict, send: Callable) -> None:
     await send({"type": "http.response.body", "body": NOT_FOUND})
 
 
-async def _lifespan(apps: list, scope: dict, receive: Callable, send: Callable) -> None:
+async def _lifespan(apps: list[tuple[str, ASGIApp]], scope: Scope, receive: Receive, send: Send) -> None:
     """Run the lifespan protocol of every ASGI app ((path, app) pairs) at once, each with the
     rules of servers/lifespan.py; a failure of one fails the step, naming the app's mount point."""
     import asyncio  # here, not at the top: a site of WSGI apps never loads asyncio
@@ -107,9 +111,11 @@ async def _lifespan(apps: list, scope: dict, receive: Callable, send: Callable) 
         if message["type"] != "lifespan.startup":
             return
         outcomes = await asyncio.gather(*(lifespan.startup() for _, lifespan in lifespans), return_exceptions=True)
-        failures = [(path, outcome) for (path, _), outcome in zip(lifespans, outcomes) if outcome is not None]
-        for _, outcome in failures:
-            if not isinstance(outcome, LifespanError):
+        failures: list[tuple[str, LifespanError]] = []
+        for (path, _), outcome in zip(lifespans, outcomes):
+            if isinstance(outcome, LifespanError):
+                failures.append((path, outcome))
+            elif outcome is not None:
                 raise outcome
         if failures:
             await send({"type": "lifespan.startup.failed", "message": _failure_message(failures)})
@@ -129,7 +135,7 @@ async def _lifespan(apps: list, scope: dict, receive: Callable, send: Callable) 
             lifespan.cancel()
 
 
-def _failure_message(failures: list) -> str:
+def _failure_message(failures: list[tuple[str, LifespanError]]) -> str:
     """The apps' full messages (tracebacks, for the log), then one line naming each failed app."""
     details = [error.details.rstrip().rpartition("\n")[0] for _, error in failures]
     summary = "; ".join("the app at %s: %s" % (path, error.reason) for path, error in failures)

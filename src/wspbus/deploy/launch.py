@@ -41,17 +41,17 @@ BUILTIN_PLUGINS = {
 OPT_IN_PLUGINS = ("threads", "systemd", "drain", "health")
 #: Plugins on in a process of the site's own unless ``enabled = false``: the reaper does nothing
 #: unless the site is PID 1 (a container); systemd notification only when systemd asks for it.
-DEFAULT_ON_PLUGINS = {"reaper": lambda: True, "systemd": lambda: bool(os.environ.get("NOTIFY_SOCKET"))}
+DEFAULT_ON_PLUGINS: dict[str, Callable[[], bool]] = {"reaper": lambda: True, "systemd": lambda: bool(os.environ.get("NOTIFY_SOCKET"))}
 
 
 @dataclass
 class Deployment:
     """A site put on a bus, not started yet."""
 
-    bus: Any
+    bus: Bus
     site: Site
     config: SiteConfig
-    servers: list = field(default_factory=list)
+    servers: list[HTTPServer] = field(default_factory=list)
     plugins: dict[str, Any] = field(default_factory=dict)
 
     def urls(self) -> list[str]:
@@ -99,22 +99,26 @@ def _plugin_class(name: str, where: str) -> Callable[..., Any]:
         raise ConfigError("%s: unknown plugin %r (expected one of: %s; a third-party plugin goes in "
                           "[[plugin]] with path = \"pkg.module:Class\")" % (where, name, ", ".join(BUILTIN_PLUGINS)))
     module_name, _, attribute = BUILTIN_PLUGINS[name].partition(":")
-    return getattr(importlib.import_module("wspbus." + module_name), attribute)
+    plugin_class: Callable[..., Any] = getattr(importlib.import_module("wspbus." + module_name), attribute)
+    return plugin_class
 
 
 def _import_class(plugin: PluginConfig) -> Callable[..., Any]:
+    if plugin.path is None:
+        raise ConfigError("%s path: missing (expected \"pkg.module:Class\")" % plugin.where)
     module_name, _, attribute = plugin.path.partition(":")
     try:
         module = import_module(module_name)
     except SiteError as exc:
         raise ConfigError("%s path: %s" % (plugin.where, exc)) from None
     try:
-        return getattr(module, attribute)
+        plugin_class: Callable[..., Any] = getattr(module, attribute)
     except AttributeError:
         raise ConfigError("%s path: module %r has no attribute %r" % (plugin.where, module_name, attribute)) from None
+    return plugin_class
 
 
-def construct(factory: Callable[..., Any], bus: Any, where: str, options: dict, **filled: Any) -> Any:
+def construct(factory: Callable[..., Any], bus: Bus, where: str, options: dict[str, Any], **filled: Any) -> Any:
     """``factory(bus, **filled, **options)``, checking ``options`` against its signature first."""
     try:
         parameters = list(inspect.signature(factory).parameters.values())[1:]
@@ -163,7 +167,7 @@ def _wanted_plugins(config: SiteConfig, own_process: bool) -> dict[str, dict[str
     return wanted
 
 
-def build_plugins(bus: Any, config: SiteConfig, *, own_process: bool = True,
+def build_plugins(bus: Bus, config: SiteConfig, *, own_process: bool = True,
                   binds: Callable[[], list[str]] | None = None) -> dict[str, Any]:
     """Every plugin the configuration asks for, constructed (not subscribed): name -> plugin.
 
@@ -184,9 +188,9 @@ def build_plugins(bus: Any, config: SiteConfig, *, own_process: bool = True,
     return built
 
 
-def subscribe_all(parts: list, source: str) -> None:
+def subscribe_all(parts: list[Any], source: str) -> None:
     """Subscribe every part in order; if one fails, unsubscribe those before it (ConfigError)."""
-    done = []
+    done: list[Any] = []
     for part in parts:
         subscribe = getattr(part, "subscribe", None)
         if not callable(subscribe):
@@ -200,13 +204,13 @@ def subscribe_all(parts: list, source: str) -> None:
         done.append(part)
 
 
-def build_servers(bus: Any, site: Site, config: SiteConfig, health: Any = None) -> list:
+def build_servers(bus: Bus, site: Site, config: SiteConfig, health: Any = None) -> list[HTTPServer]:
     """One HTTPServer per bind; each speaks the site's protocol unless its server cannot.
 
     ``health``: a wspbus.plugins.health.Health whose endpoints answer before the site's apps.
     """
-    result = []
-    apps: dict[tuple, Any] = {}  # servers of one protocol and thread count serve one app: one lifespan, one loop
+    result: list[HTTPServer] = []
+    apps: dict[tuple[str, int | None], Any] = {}  # servers of one protocol and thread count serve one app: one lifespan, one loop
     for number, server_config in enumerate(config.servers or [ServerConfig()], 1):
         where = "%s: [[server]] #%d" % (config.source, number) if config.servers else config.source
         try:
@@ -236,7 +240,7 @@ def _server_protocol(name: str, wanted: str) -> str:
     return wanted if wanted in protocols else protocols[0]
 
 
-def deploy(bus: Any, config: SiteConfig, site: Site | None = None, *, own_process: bool = True) -> Deployment:
+def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_process: bool = True) -> Deployment:
     """Prepare the process and put the site, its servers and plugins on ``bus`` (not started).
 
     Everything is built before anything is subscribed, so a mistake leaves the bus untouched.
@@ -293,7 +297,7 @@ def announce(deployment: Deployment, out: TextIO | None = None) -> None:
     out.flush()
 
 
-def launch(config: SiteConfig, bus: Any = None, site: Site | None = None) -> int:
+def launch(config: SiteConfig, bus: Bus | None = None, site: Site | None = None) -> int:
     """Deploy, start and block until the site exits; the process's exit status."""
     bus = process_bus(bus)
     try:
@@ -310,7 +314,7 @@ def launch(config: SiteConfig, bus: Any = None, site: Site | None = None) -> int
 
 def quickstart(app: Callable[..., Any] | Mapping[str, Callable[..., Any]], bind: str = "127.0.0.1:8080", *,
                server: str = "auto", protocol: str | None = None, reload: bool = False,
-               threads: int | None = None, graceful_timeout: float | None = 30.0, bus: Any = None) -> int:
+               threads: int | None = None, graceful_timeout: float | None = 30.0, bus: Bus | None = None) -> int:
     """Serve ``app`` (or ``{prefix: app}``) on the process bus with signals handled; block until exit.
 
     Prints where it serves. Returns the exit status (0 after a clean stop: SIGTERM, Ctrl-C).

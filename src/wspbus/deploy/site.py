@@ -105,7 +105,7 @@ def load_app(spec: AppSpec) -> Callable[..., Any]:
         obj = _call_factory(spec, spec.call, obj)
     if not callable(obj):
         raise SiteError("app %r is not callable (it is %s)" % (spec.target, type(obj).__name__))
-    return obj  # type: ignore[no-any-return]  # callable() checked it
+    return obj
 
 
 def _import(spec: AppSpec) -> ModuleType:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
+
+from .protocols import ASGIApp, Environ, Message, Receive, Scope, Send, StartResponse, WSGIApp
 
 __all__ = ["LOGGER_NAME", "asgi_access_log", "combined_line", "wsgi_access_log"]
 
@@ -42,11 +44,11 @@ def _quoted(text: str) -> str:
 # -- WSGI --------------------------------------------------------------------------------
 
 
-def wsgi_access_log(app: Callable, logger: logging.Logger | None = None) -> Callable:
+def wsgi_access_log(app: WSGIApp, logger: logging.Logger | None = None) -> WSGIApp:
     """``app`` with one access log line per request."""
     log = logger or logging.getLogger(LOGGER_NAME)
 
-    def logged_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def logged_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if not log.isEnabledFor(logging.INFO):
             return app(environ, start_response)
         exchange = _WSGIExchange(environ, log)
@@ -61,15 +63,16 @@ def wsgi_access_log(app: Callable, logger: logging.Logger | None = None) -> Call
 
 
 class _WSGIExchange:
-    def __init__(self, environ: dict, log: logging.Logger) -> None:
+    def __init__(self, environ: Environ, log: logging.Logger) -> None:
         self.environ = environ
         self.log = log
         self.status = "-"
         self.sent = 0
         self.done = False
 
-    def wrap(self, start_response: Callable) -> Callable:
-        def logging_start_response(status: str, headers: list, exc_info: Any = None) -> Callable:
+    def wrap(self, start_response: StartResponse) -> StartResponse:
+        def logging_start_response(status: str, headers: list[tuple[str, str]],
+                                   exc_info: Any = None) -> Callable[[bytes], None]:
             self.status = status.split(" ", 1)[0]
             write = start_response(status, headers, exc_info)
 
@@ -92,7 +95,7 @@ class _WSGIExchange:
             env.get("HTTP_REFERER", ""), env.get("HTTP_USER_AGENT", "")))
 
 
-def _wsgi_request_line(env: dict) -> str:
+def _wsgi_request_line(env: Environ) -> str:
     target = env.get("REQUEST_URI") or env.get("RAW_URI")
     if not target:
         target = quote(env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", ""), safe="/;=,@:+$!*'()~")
@@ -108,7 +111,7 @@ class _LoggedBody:
         self._body = body
         self._exchange = exchange
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         for chunk in self._body:
             self._exchange.sent += len(chunk)
             yield chunk
@@ -125,31 +128,34 @@ class _LoggedBody:
 # -- ASGI --------------------------------------------------------------------------------
 
 
-def asgi_access_log(app: Callable, logger: logging.Logger | None = None) -> Callable:
+def asgi_access_log(app: ASGIApp, logger: logging.Logger | None = None) -> ASGIApp:
     """``app`` with one access log line per HTTP request (other scopes pass through)."""
     log = logger or logging.getLogger(LOGGER_NAME)
 
-    async def logged_app(scope: dict, receive: Callable, send: Callable) -> None:
+    async def logged_app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not log.isEnabledFor(logging.INFO):
-            return await app(scope, receive, send)
-        response = {"status": None, "sent": 0}
+            await app(scope, receive, send)
+            return
+        status: int | None = None
+        sent = 0
 
-        async def logging_send(message: dict) -> None:
+        async def logging_send(message: Message) -> None:
+            nonlocal status, sent
             if message["type"] == "http.response.start":
-                response["status"] = message["status"]
+                status = message["status"]
             elif message["type"] == "http.response.body":
-                response["sent"] += len(message.get("body", b""))
+                sent += len(message.get("body", b""))
             await send(message)
 
         try:
             await app(scope, receive, logging_send)
         finally:
-            _log_asgi(log, scope, response["status"] or 500, response["sent"])
+            _log_asgi(log, scope, status or 500, sent)
 
     return logged_app
 
 
-def _log_asgi(log: logging.Logger, scope: dict, status: int, sent: int) -> None:
+def _log_asgi(log: logging.Logger, scope: Scope, status: int, sent: int) -> None:
     headers = {name.lower(): value for name, value in scope.get("headers", ())}
     target = scope.get("raw_path") or quote(scope.get("root_path", "") + scope.get("path", "")).encode()
     if scope.get("query_string"):

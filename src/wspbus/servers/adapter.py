@@ -20,6 +20,7 @@ A server thread that ends while nobody asked it to is a failure: it is logged, t
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .._core.bus import states
@@ -85,7 +86,7 @@ class ServerAdapter(SimplePlugin):
 
     start.priority = 75  # type: ignore[attr-defined]
 
-    def _spawn(self, target) -> threading.Thread:
+    def _spawn(self, target: Callable[[], object]) -> threading.Thread:
         thread = threading.Thread(target=self._run, args=(target,), name="HTTPServer " + self.description,
                                   daemon=True)
         thread.start()
@@ -100,7 +101,7 @@ class ServerAdapter(SimplePlugin):
                                    % (self.description, self.interrupt))
             pause = min(pause * 2, _LEGACY_READY_CHECK)
 
-    def _run(self, target) -> None:
+    def _run(self, target: Callable[[], object]) -> None:
         try:
             target()
         except BaseException as exc:  # whatever ends the server thread is reported below

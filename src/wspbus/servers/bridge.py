@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .protocols import Environ, Receive, Scope, Send, StartResponse
+
 __all__ = ["AsgiAsWsgi", "WsgiAsAsgi", "adapted"]
 
 
@@ -60,7 +62,7 @@ class WsgiAsAsgi(_Bridge):
         # Idle workers end at once; one still busy (past the graceful timeout) ends when it returns.
         return middleware, lambda: middleware.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._adapter()(scope, receive, send)
 
 
@@ -80,7 +82,7 @@ class AsgiAsWsgi(_Bridge):
         loop = LoopThread("wspbus a2wsgi loop")
         return a2wsgi.ASGIMiddleware(self.app, loop=loop.loop), loop.close
 
-    def __call__(self, environ: dict, start_response: Callable) -> Any:
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Any:
         return self._adapter()(environ, start_response)
 
 

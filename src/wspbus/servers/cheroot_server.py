@@ -32,9 +32,13 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
     class CherootServer(wsgi.Server):
         """cheroot's WSGI server on a socket that already listens, with a prompt stop."""
 
+        _connections: Any  # cheroot's ConnectionManager, made by prepare() (not in cheroot's stubs)
+
         def __init__(self) -> None:
+            # shutdown_timeout: any number of seconds, or None for no bound (cheroot annotates it int).
             super().__init__(address_of(listener), app, numthreads=options.threads or DEFAULT_THREADS,
-                             request_queue_size=BACKLOG, shutdown_timeout=options.graceful_timeout)
+                             request_queue_size=BACKLOG,
+                             shutdown_timeout=options.graceful_timeout)  # type: ignore[arg-type]
             self._listener = listener
             self._waker = Waker()
 

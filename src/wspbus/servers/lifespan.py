@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.errors import StartupError
+from .protocols import ASGIApp, Message, Receive, Scope, Send
 from .reporting import no_log, one_line
 
 __all__ = ["Lifespan", "LifespanError"]
@@ -38,27 +39,27 @@ class LifespanError(StartupError):
 class Lifespan:
     """One app's lifespan: ``await startup()``, serve ``app_with_state``, ``await shutdown()``."""
 
-    def __init__(self, app: Any, log: Callable[..., None] = no_log, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, app: ASGIApp, log: Callable[..., None] = no_log, state: dict[str, Any] | None = None) -> None:
         self.app = app
         self.log = log
         #: Filled by the app during startup (``state``: a dict to share); each request gets a shallow copy.
         self.state: dict[str, Any] = {} if state is None else state
         #: False once the app showed it does not speak the lifespan protocol.
         self.supported = True
-        self._task: asyncio.Task | None = None
-        self._to_app: asyncio.Queue | None = None
-        self._from_app: asyncio.Queue | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._to_app: asyncio.Queue[Message] = asyncio.Queue()
+        self._from_app: asyncio.Queue[Message] = asyncio.Queue()
         self._asked = False
 
-    async def app_with_state(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def app_with_state(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The app, with the lifespan state in each request's scope."""
         await self.with_state(self.app)(scope, receive, send)
 
-    def with_state(self, app: Any) -> Callable[..., Any]:
+    def with_state(self, app: ASGIApp) -> ASGIApp:
         """``app`` (this app, or a wrapper of it serving another bind) with the lifespan state in
         each request's scope."""
 
-        async def app_with_state(scope: dict, receive: Callable, send: Callable) -> None:
+        async def app_with_state(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] in ("http", "websocket"):
                 scope["state"] = self.state.copy()
             await app(scope, receive, send)
@@ -90,6 +91,7 @@ class Lifespan:
         try:
             message = await asyncio.wait_for(self._from_app.get(), timeout)
         except asyncio.TimeoutError:
+            assert timeout is not None  # wait_for() times out only when given a timeout
             self.log("ASGI lifespan shutdown did not finish within %g s" % timeout, 40)
             self._task.cancel()
             return "it did not finish within %g s" % timeout
@@ -104,7 +106,7 @@ class Lifespan:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
-    def _failure_text(self, message: dict, phase: str) -> str:
+    def _failure_text(self, message: Message, phase: str) -> str:
         """One line saying why; the app's full message (often a traceback) goes to the log."""
         if message["type"] == _ENDED:
             error = message["error"]
@@ -118,19 +120,19 @@ class Lifespan:
         return "unexpected message %r" % message["type"]
 
     async def _run(self) -> None:
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
-        error = None
+        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self.state}
+        error: Exception | None = None
         try:
             await self.app(scope, self._receive, self._send)
         except Exception as exc:  # reported to startup()/shutdown(), which decide what it means
             error = exc
         await self._from_app.put({"type": _ENDED, "error": error})
 
-    async def _receive(self) -> dict:
+    async def _receive(self) -> Message:
         self._asked = True
         return await self._to_app.get()
 
-    async def _send(self, message: dict) -> None:
+    async def _send(self, message: Message) -> None:
         await self._from_app.put(message)
 
 

@@ -26,6 +26,7 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> "StdlibS
 
 
 class _RequestHandler(WSGIRequestHandler):
+    server: StdlibServer
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are logged by wspbus.access; errors reach handle_error
 
@@ -87,7 +88,7 @@ class StdlibServer(WSGIServer):
             self._handlers.add(handler)
         handler.start()
 
-    def _handle(self, connection: socket.socket, peer: tuple) -> None:
+    def _handle(self, connection: socket.socket, peer: tuple[str, int]) -> None:
         try:
             self.finish_request(connection, peer)
         except Exception:
@@ -109,6 +110,7 @@ class StdlibServer(WSGIServer):
                                                        self.options.graceful_timeout)
             left = len(self._handlers)
         if not finished:
+            assert self.options.graceful_timeout is not None  # without a bound, wait_for() finishes
             self.options.log("stdlib server: %d request(s) still running after %g s; not waiting"
                              % (left, self.options.graceful_timeout), 30)
         self._waker.close()

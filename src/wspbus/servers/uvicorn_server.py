@@ -51,7 +51,7 @@ class _AppLoop:
 def _join(shared: SharedLoop, app: Any, options: ServeOptions, loop_factory: Callable[[], Any] | None) -> _AppLoop:
     """The app's running loop, its lifespan started (by the first server to join); raises its failure."""
     with shared.lock:
-        running = shared.running
+        running: _AppLoop | None = shared.running
         if running is None:
             running = shared.running = _AppLoop(app, options, loop_factory)
         running.users += 1
@@ -91,8 +91,8 @@ class UvicornServer:
         #: The loop this server runs on: the one its app's servers share, else one of its own.
         self._loop_share = options.shared_loop or SharedLoop()
         self._shared: _AppLoop | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._serving: Any = None  # the concurrent future of _serve() on the shared loop
+        self._stop_requested = asyncio.Event()  # made anew by each prepare()
+        self._serving: concurrent.futures.Future[None] | None = None  # _serve() on the shared loop
 
     def prepare(self) -> None:
         """Join the app's loop (starting its lifespan); return once the server accepts."""
@@ -100,7 +100,8 @@ class UvicornServer:
 
         config = uvicorn.Config(self._app, interface="asgi3", lifespan="off",
                                 log_config=None, access_log=False, backlog=BACKLOG,
-                                timeout_graceful_shutdown=self._options.graceful_timeout)
+                                # seconds, a float as well (uvicorn annotates it int)
+                                timeout_graceful_shutdown=self._options.graceful_timeout)  # type: ignore[arg-type]
         shared = _join(self._loop_share, self._app, self._options, config.get_loop_factory())
         try:
             config.app = shared.lifespan.with_state(self._app)
@@ -118,11 +119,13 @@ class UvicornServer:
 
     def serve(self) -> None:
         """Wait until the server stopped; raise what ended it, if anything did."""
+        if self._serving is None:
+            raise RuntimeError("serve() before prepare()")
         self._serving.result()
 
     def stop(self) -> None:
         shared, self._shared = self._shared, None
-        if shared is None:
+        if shared is None or self._serving is None:  # not prepared, or stopped already
             return
         try:
             shared.thread.call_soon(self._stop_requested.set)
@@ -163,7 +166,7 @@ class UvicornServer:
             self._listener.close()
 
 
-def _stop_accepting(servers: list) -> None:
+def _stop_accepting(servers: list[asyncio.Server]) -> None:
     """Stop asyncio accepting on the servers' sockets, without closing the servers yet.
 
     A selector loop accepts in a reader callback on the listening socket and makes each accepted
@@ -197,12 +200,12 @@ async def _accepts_in_progress(timeout: float) -> None:
         await asyncio.wait(accepting, timeout=timeout)
 
 
-async def _first_requests(connections: set, timeout: float) -> None:
+async def _first_requests(connections: set[Any], timeout: float) -> None:
     """Wait (at most ``timeout``) until every connection that has not yet sent its first request
     has sent it (it then counts as in flight) or closed. Woken by the bytes themselves."""
     arrived = asyncio.Event()
 
-    def waiting() -> list:
+    def waiting() -> list[Any]:
         return [c for c in connections if getattr(c, "cycle", True) is None and not c.transport.is_closing()]
 
     for connection in waiting():

@@ -31,7 +31,7 @@ class WaitressServer:
         self._app = app
         self._listener = listener
         self._options = options
-        self._map: dict = {}
+        self._map: dict[int, Any] = {}  # descriptor -> waitress's dispatcher on it
         self._server: Any = None
         self._draining = False
         self._loop_done = threading.Event()
@@ -39,7 +39,7 @@ class WaitressServer:
         self.closed = threading.Event()
 
     def prepare(self) -> None:
-        from waitress.server import create_server
+        from waitress.server import create_server  # type: ignore[import-untyped]  # waitress ships no types
 
         self._server = create_server(self._app, map=self._map, sockets=[self._listener],
                                      threads=self._options.threads or DEFAULT_THREADS, backlog=BACKLOG)
@@ -58,6 +58,7 @@ class WaitressServer:
         trigger.pull_trigger(self._begin_draining)
         drained = self._loop_done.wait(timeout)
         if not drained:
+            assert timeout is not None  # without a bound, the wait ends only once drained
             self._options.log("waitress: requests still running after %g s; closing their connections"
                               % timeout, 30)
             trigger.pull_trigger(self._close_everything)
@@ -83,7 +84,7 @@ class WaitressServer:
     # -- in the event loop's thread ------------------------------------------------------
 
     def _begin_draining(self) -> None:
-        from waitress import wasyncore
+        from waitress import wasyncore  # type: ignore[import-untyped]
 
         self._draining = True
         wasyncore.dispatcher.close(self._server)  # the listener: stop accepting
@@ -109,21 +110,21 @@ class WaitressServer:
 
 
 def _draining_channel_class(owner: WaitressServer) -> type:
-    from waitress.channel import HTTPChannel
+    from waitress.channel import HTTPChannel  # type: ignore[import-untyped]
 
-    class DrainingChannel(HTTPChannel):
+    class DrainingChannel(HTTPChannel):  # type: ignore[misc]  # an untyped base
         """An HTTPChannel that closes itself once idle while its server drains."""
 
         has_received = False
 
         def received(self, data: bytes) -> bool:
             self.has_received = True
-            return super().received(data)
+            return bool(super().received(data))
 
         def writable(self) -> bool:
             if owner.draining and self._idle():
                 self.will_close = True
-            return super().writable()
+            return bool(super().writable())
 
         def _idle(self) -> bool:
             waited_for = self.has_received or not self.connected  # a fresh client may still send

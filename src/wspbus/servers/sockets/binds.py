@@ -113,7 +113,8 @@ def _number(text: str, what: str, low: int, high: int | None) -> int:
         raise _Bad("%s %r is not a number" % (what, text))
     value = int(text)
     if value < low or (high is not None and value > high):
-        raise _Bad("%s %d is out of range %d-%d" % (what, value, low, high))
+        expected = "%d-%d" % (low, high) if high is not None else "%d or more" % low
+        raise _Bad("%s %d is out of range %s" % (what, value, expected))
     return value
 
 
