@@ -366,6 +366,14 @@ def test_an_app_that_raises_after_receiving_startup_fails_the_site_startup():
         {"type": "lifespan.startup.failed", "message": "the app at /x: RuntimeError: db unreachable"}]
 
 
+def test_an_app_across_the_protocol_boundary_without_a2wsgi_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "a2wsgi", None)  # what an installation without a2wsgi gives
+    site = Site([mount_app("/", echo_wsgi), mount_app("/api", echo_asgi, target="pkg.api:app")])
+    with pytest.raises(SiteError) as caught:
+        site.app("wsgi")
+    assert str(caught.value) == "app 'pkg.api:app': serving an ASGI app as WSGI needs a2wsgi: pip install 'wspbus[asgi]'"
+
+
 def test_closing_the_site_ends_a2wsgis_threads_and_the_next_request_brings_them_back():
     site = Site([mount_app("/", echo_wsgi), mount_app("/api", echo_asgi)])
     app = site.app("wsgi")

@@ -73,7 +73,8 @@ def test_graceful_restarts_only_a_serving_server_on_a_started_bus(bus):
 class DyingServer:
     """prepare()/serve()/stop(); serve() raises once ``die`` is set, as a crashed server would."""
 
-    def __init__(self):
+    def __init__(self, error=None):
+        self.error = error or OSError("listening socket vanished")
         self.die = threading.Event()
         self.stopped = threading.Event()
         self.stop_calls = 0
@@ -84,7 +85,7 @@ class DyingServer:
     def serve(self):
         self.die.wait(10)
         if not self.stopped.is_set():
-            raise OSError("listening socket vanished")
+            raise self.error
 
     def stop(self):
         self.stop_calls += 1
@@ -125,6 +126,26 @@ def test_server_thread_that_dies_exits_the_bus_non_zero(bus):
     assert level == logging.ERROR
     assert message.startswith(
         "HTTP server http://127.0.0.1:8080 died: OSError: listening socket vanished; exiting")
+
+
+def test_a_death_whose_message_has_several_lines_is_logged_on_one_line(bus):
+    """The one-line rule of every wspbus message: the lines are folded, none is dropped."""
+    recorder = Recorder()
+    logging.getLogger("wspbus").addHandler(recorder)
+    try:
+        server = DyingServer(RuntimeError("worker pool gone\n  3 threads lost\n"))
+        ServerAdapter(bus, server, bind_addr=("::1", 8080)).subscribe()
+        exiting = threading.Event()
+        bus.watch_state(lambda state: exiting.set() if state is states.EXITING else None)
+        bus.start()
+        server.die.set()
+        assert exiting.wait(10), "the bus did not exit after its server died"
+        bus._wait_exit_done()
+    finally:
+        logging.getLogger("wspbus").removeHandler(recorder)
+    [message] = [message for _, message in recorder.messages if "died" in message]
+    assert message.splitlines()[0] == (
+        "HTTP server http://[::1]:8080 died: RuntimeError: worker pool gone 3 threads lost; exiting")
 
 
 def test_stop_on_request_is_not_a_death(bus):

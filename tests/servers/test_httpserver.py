@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import sys
 import threading
@@ -9,7 +10,8 @@ import time
 
 import pytest
 
-from serving import SERVER_PROTOCOLS, SlowApp, asgi_hello, assert_refused, get, hello_app, wsgi_hello
+from serving import (SERVER_PROTOCOLS, SlowApp, asgi_hello, assert_refused, exit_quietly, get, hello_app, new_bus,
+                     wsgi_hello)
 from support import threads_left_running
 from wspbus._core.bus import ChannelFailures, states
 from wspbus.servers import SERVERS, BindError, HTTPServer, protocols_of
@@ -213,6 +215,49 @@ def test_wsgi_app_on_uvicorn_and_asgi_app_on_cheroot_are_adapted(bus):
     bus.start()
     assert get(on_uvicorn.address, "/w")[1].startswith(b"hello /w")
     assert get(on_cheroot.address, "/a")[1].startswith(b"hello /a")
+
+
+def test_an_app_across_the_protocol_boundary_without_a2wsgi_is_refused_in_one_line(bus, monkeypatch):
+    monkeypatch.setitem(sys.modules, "a2wsgi", None)  # what an installation without a2wsgi gives
+    with pytest.raises(ValueError) as caught:
+        HTTPServer(bus, asgi_hello, "127.0.0.1:0", server="cheroot", protocol="asgi")
+    assert str(caught.value) == "serving an ASGI app as WSGI needs a2wsgi: pip install 'wspbus[asgi]'"
+
+
+def three_argument_asgi(scope, receive, send):  # not async itself: it returns the coroutine
+    return asgi_hello(scope, receive, send)
+
+
+def test_auto_detects_the_protocol_by_the_rule_a_site_uses(bus):
+    """One detector: an ASGI app may be a plain function taking (scope, receive, send), or a partial."""
+    plain = HTTPServer(bus, three_argument_asgi, "127.0.0.1:0", protocol="auto")
+    partial = HTTPServer(bus, functools.partial(asgi_hello), "127.0.0.1:0", protocol="auto")
+    assert (plain.protocol, plain.server, partial.protocol) == ("asgi", "uvicorn", "asgi")
+    plain.subscribe()
+    bus.start()
+    assert get(plain.address, "/plain")[1].startswith(b"hello /plain")
+
+
+def test_socket_names_count_only_the_servers_of_their_own_bus_in_start_order(bus):
+    """The name a listener goes by across a restart is the bind text, numbered among the servers
+    of its bus on the same text in the order the bus starts them; servers elsewhere change nothing."""
+    other = new_bus()
+    try:
+        stray = HTTPServer(other, wsgi_hello, "127.0.0.1:0", server="stdlib")  # built first, on another bus
+        stray.subscribe()
+        other.start()
+        second = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="stdlib")  # built before the first
+        first = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="stdlib")
+        first.subscribe()
+        second.subscribe()
+        for _ in range(2):  # a stop releases the names; the next start claims the same ones
+            bus.start()
+            names = (first.socket_name, second.socket_name, stray.socket_name)
+            assert names == ("127.0.0.1:0", "127.0.0.1:0#2", "127.0.0.1:0")
+            bus.stop()
+            assert (first.socket_name, second.socket_name) == (None, None)
+    finally:
+        exit_quietly(other)
 
 
 def test_the_a2wsgi_threads_of_an_adapted_app_end_at_stop_and_come_back_at_start(bus):

@@ -158,7 +158,7 @@ def close_listener(sock: socket.socket, bind: Bind, identity: tuple[int, int] | 
         try:
             os.unlink(path)
         except OSError:
-            pass
+            pass  # removed already, or not ours to remove: the next bind clears a stale file
 
 
 def unix_path(bind: Bind) -> str:
@@ -243,6 +243,6 @@ def _clear_stale_socket(bind: Bind, path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
-        pass
+        pass  # its owner removed it meanwhile: the path is free either way
     except OSError as exc:
         raise _failure(bind, exc) from None
