@@ -16,6 +16,7 @@ from serve_support import EXAMPLES, SteadyClient, ended, get, one_error_line, ru
 from support import process_gone, wait_for_path
 
 from wspbus.deploy.cli import build_parser
+from wspbus.deploy.control import read_status
 
 MINIMAL = EXAMPLES / "minimal"
 # The installed `wspbus` command itself, from this interpreter's scripts directory (PATH may not
@@ -33,16 +34,17 @@ def write_app(directory, name="site_app", body="version 1"):
     return path
 
 
-def get_until_ok(url, timeout=15.0):
-    """GET until the site answers (it is restarting); connections queue in the backlog meanwhile."""
+def wait_until_restarted(pidfile, started_before, timeout=15.0):
+    """Wait until the site's status file says it STARTED again after ``started_before`` (its last
+    start): until then a request may still be answered by the process being replaced."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            return get(url)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)  # test side only
+        record = read_status(str(pidfile))
+        if record["state"] == "STARTED" and record["started"] > started_before:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("the site did not start again within %gs: %r" % (timeout, record))
+        time.sleep(0.02)  # test side only
 
 
 # -- help and usage -----------------------------------------------------------------------
@@ -302,8 +304,10 @@ def test_daemon_mode_returns_once_started_and_is_controlled_by_its_pid_file(tmp_
         url = re.search(r"^bind: (\S+)$", status.stdout, re.M).group(1)
         assert get(url) == (200, b"Hello from wspbus!\n")
         assert re.search(r"INFO Serving %s$" % re.escape(url), log.read_text(), re.M)  # the banner, logged
+        started = read_status(str(pidfile))["started"]
         assert run("reload", "--pidfile", pidfile).returncode == 0  # a daemon re-executes in place
-        assert get_until_ok(url) == (200, b"Hello from wspbus!\n")
+        wait_until_restarted(pidfile, started)
+        assert get(url) == (200, b"Hello from wspbus!\n")
         assert run("status", "--pidfile", pidfile).stdout.startswith("state: STARTED\npid: %d\n" % pid)
         assert log.read_text().count("Re-spawning") == 1
         assert run("stop", "--pidfile", pidfile).returncode == 0
