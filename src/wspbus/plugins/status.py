@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .base import restart_requested
+
 __all__ = ["SINCE_ENV", "StatusFile", "status_path"]
 
 #: Where a re-executed site finds when the site first started: "PID:TIME".
@@ -88,7 +90,7 @@ class StatusFile:
         if name == "STARTED":
             self.started_at = time.time()
         elif name == "EXITING":
-            if not self.bus.execv:
+            if not restart_requested(self.bus):
                 self._remove()
                 return
             name = "RESTARTING"

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.bus import states
-from ..plugins.base import SimplePlugin
+from ..plugins.base import SimplePlugin, ignore_listener_failures, priority
 from .reporting import one_line
 from .sockets.addresses import bracketed
 
@@ -65,6 +65,7 @@ class ServerAdapter(SimplePlugin):
 
     # -- start ---------------------------------------------------------------------------
 
+    @priority(75)
     def start(self) -> None:
         """Start the server; return once it listens (or raise why it cannot)."""
         if self.running:
@@ -83,8 +84,6 @@ class ServerAdapter(SimplePlugin):
             self._wait_legacy_ready(self._thread)
         self._started = self.running = True
         self.bus.log("Serving on %s" % self.description)
-
-    start.priority = 75  # type: ignore[attr-defined]
 
     def _spawn(self, target: Callable[[], object]) -> threading.Thread:
         thread = threading.Thread(target=self._run, args=(target,), name="HTTPServer " + self.description,
@@ -121,12 +120,7 @@ class ServerAdapter(SimplePlugin):
                      traceback=exc is not None)
         if not self.bus.exit_code:
             self.bus.exit_code = 1
-        try:
-            self.bus.exit()
-        except Exception:  # any bus's failure: CherryPy's raises its own ChannelFailures
-            # Nothing is left to do: the bus logged each failing listener, and this dying server
-            # thread has no caller to raise to.
-            pass
+        ignore_listener_failures(self.bus.exit)  # this dying thread has no caller to raise to
 
     # -- stop ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import socket
 from typing import Any
 
 from .._process import reexec
+from ..plugins.base import priority, restart_requested
 from .access import asgi_access_log, wsgi_access_log
 from .adapter import ServerAdapter
 from .backend import ServeOptions, SharedLoop
@@ -71,6 +72,7 @@ class HTTPServer(ServerAdapter):
     def description(self) -> str:
         return "%s (%s)" % (self.url, self.server)
 
+    @priority(75)
     def start(self) -> None:
         """Open (or inherit) the listening socket, then start the server on it."""
         if self.running:
@@ -90,8 +92,6 @@ class HTTPServer(ServerAdapter):
             self._release_listener(keep=False)
             raise
 
-    start.priority = 75  # type: ignore[attr-defined]
-
     def stop(self) -> None:
         """Stop accepting and finish the requests in flight; keep the socket if restarting.
 
@@ -99,7 +99,7 @@ class HTTPServer(ServerAdapter):
         stops accepting, so new connections are refused from then on, however long the requests
         in flight take.
         """
-        keep = bool(self.bus.execv)
+        keep = restart_requested(self.bus)
         if not keep:
             self._release_listener(keep=False)
         try:
