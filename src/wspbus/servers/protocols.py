@@ -8,23 +8,17 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from typing import Any, NamedTuple
+
+# The two protocols' shapes (PEP 3333, the ASGI 3 spec), for annotations: defined once, with the
+# health endpoints (the first layer that serves HTTP), and re-exported here for the servers.
+from ..plugins.health import ASGIApp, Environ, Message, Receive, Scope, Send, StartResponse, WSGIApp
 
 __all__ = ["PROTOCOLS", "SERVERS", "ASGIApp", "Environ", "Message", "Receive", "Scope", "Send", "StartResponse",
            "WSGIApp", "choose_server", "detect_protocol", "module_of", "protocols_of", "spoken_by"]
 
 PROTOCOLS = ("wsgi", "asgi")
-
-# The two protocols' shapes (PEP 3333, the ASGI 3 spec), for annotations.
-Environ = dict[str, Any]
-StartResponse = Callable[..., Callable[[bytes], Any]]
-WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The servers HTTPServer can run, by name.
 SERVERS = {
