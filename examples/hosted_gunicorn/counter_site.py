@@ -2,7 +2,7 @@
 
     gunicorn --chdir examples/hosted_gunicorn counter_site:application
 
-gunicorn owns the sockets, the signals and the workers; ``wspbus.deploy.hosted.attach()`` starts the
+gunicorn owns the sockets, the signals and the workers; ``wspbus.attach()`` starts the
 bus in each worker and stops it when the worker exits (SIGTERM to gunicorn, a reload, a
 max-requests recycle). The HitCounter plugin shows why both ends matter: 'start' loads the
 count saved by the previous run, 'stop' ends its flusher thread and saves the count.
@@ -13,7 +13,6 @@ import os
 import threading
 
 import wspbus
-from wspbus.deploy import hosted
 from wspbus.plugins import SimplePlugin
 
 HITS_FILE = os.environ.get("HITS_FILE", "hits.json")
@@ -79,4 +78,4 @@ def app(environ, start_response):
     return [body]
 
 
-application = hosted.attach(app, plugins=[counter])
+application = wspbus.attach(app, plugins=[counter])

@@ -12,7 +12,7 @@ import pytest
 from wspbus.deploy import config
 from wspbus.deploy.config import ConfigError
 
-DOCS = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "serve.md"
 
 
 def write(tmp_path: Path, text: str) -> str:
