@@ -4,15 +4,16 @@ The host owns the sockets, signals, reloading and daemonizing; the bus only runs
 services (caches, background tasks, connection pools). In the module the host loads::
 
     import wspbus
-    from wspbus import hosted
 
     MyCachePlugin(wspbus.bus).subscribe()
-    application = hosted.attach(create_app())
+    application = wspbus.attach(create_app())
 
 ``attach()`` starts the bus in the worker that imports it and arranges for the bus to exit when
-that worker's interpreter ends, *before* Python waits for non-daemon threads, so a plugin that
-owns such a thread is stopped instead of hanging the worker. Where the host has a worker-exit
-hook (gunicorn's ``worker_exit``), calling ``hosted.detach()`` there is equivalent.
+that worker ends: on the host's own shutdown event where it has one (mod_wsgi's), and otherwise
+when the interpreter ends, *before* Python waits for non-daemon threads, so a plugin that owns
+such a thread is stopped instead of hanging the worker. Where the host has a worker-exit hook
+(gunicorn's ``worker_exit``), calling ``wspbus.detach()`` there is equivalent. docs/mod_wsgi.md
+has the mod_wsgi side.
 
 With an app loaded before the host forks (gunicorn ``--preload``), call ``attach()`` from the
 host's post-fork hook (gunicorn ``post_worker_init``) instead: threads do not survive a fork.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -73,7 +75,7 @@ def attach(app: Callable[..., Any] | Mapping[str, Callable[..., Any]] | None = N
     for plugin in plugins:
         plugin.subscribe()
     if _ATTACHMENTS.claim(bus):
-        _exit_with_interpreter(bus)
+        _exit_with_process(bus)
     if bus.state in (states.STOPPED, states.STOPPING):
         bus.start()
     if isinstance(app, Mapping):
@@ -89,14 +91,46 @@ def detach(bus: Bus | None = None) -> None:
         pass  # nothing left to do: the bus logged each failing listener where it happened
 
 
-def _exit_with_interpreter(bus: Bus) -> None:
-    """Exit the bus when the interpreter ends, before Python joins the non-daemon threads."""
-    def on_interpreter_exit() -> None:
-        if _ATTACHMENTS.attached_here(bus):
-            detach(bus)
+class _ExitAtProcessEnd:
+    """The bus's exit when this process ends, run by the first of the announcements of that end.
 
+    The host's shutdown event and the interpreter's end may both come; the second does nothing,
+    so every 'stop' and 'exit' listener runs once per process.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self, *_event: Any, **_details: Any) -> None:
+        with self._lock:
+            if self._done or not _ATTACHMENTS.attached_here(self._bus):
+                return  # already exited, or a forked worker that never attached this bus
+            self._done = True
+        detach(self._bus)
+
+
+def _exit_with_process(bus: Bus) -> None:
+    """Exit the bus on the host's shutdown event, or else when the interpreter ends, before Python
+    joins the non-daemon threads."""
+    exit_once = _ExitAtProcessEnd(bus)
+    _subscribe_to_host_shutdown(exit_once)
     register = getattr(threading, "_register_atexit", None)
     if register is not None:
-        register(on_interpreter_exit)  # runs before threading._shutdown joins threads
+        register(exit_once)  # runs before threading._shutdown joins threads
     else:
-        atexit.register(on_interpreter_exit)
+        atexit.register(exit_once)
+
+
+def _subscribe_to_host_shutdown(callback: Callable[..., None]) -> None:
+    """Have mod_wsgi (4.8 and later) call ``callback`` when it ends this process.
+
+    mod_wsgi announces the end while the interpreter is still whole, and does so even when it will
+    not finalize the interpreter (``WSGIDestroyInterpreter Off``), where atexit never runs. Its
+    module is looked up, not imported: mod_wsgi puts it in ``sys.modules`` itself, and an import
+    outside Apache would load the unrelated ``mod_wsgi`` package from PyPI.
+    """
+    subscribe = getattr(sys.modules.get("mod_wsgi"), "subscribe_shutdown", None)
+    if subscribe is not None:
+        subscribe(callback)
