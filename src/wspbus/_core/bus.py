@@ -21,17 +21,22 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .channels import BUILTIN_CHANNELS, Channels, Listener, ListenersView
+from .channels import BUILTIN_CHANNELS, Channels, ListenersView
 from .errors import ChannelFailures, StartupError, add_failure, collect_failures, failure_message
 from .shutdown import join_threads, run_bounded
 from .states import State, StateWatcher, StateWatchers, as_state_set, states
 from .stdlib_log import StdlibLogger
 from .waking import Waiters
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: import wspbus stays cheap
 if TYPE_CHECKING:
     import asyncio
+    from typing import Any, TypeVar, overload
+
+    from .channels import Listener
+
+    ListenerT = TypeVar("ListenerT", bound=Listener)
 
 __all__ = ["BUILTIN_CHANNELS", "Bus", "ChannelFailures", "ListenersView", "StartupError", "State", "states"]
 
@@ -40,8 +45,6 @@ _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 #: Seconds a 'stop'/'exit' listener, or a thread at exit, may take before the bus gives up on it.
 #: gunicorn's default graceful timeout, and what Kubernetes' default grace period leaves room for.
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
-
-ListenerT = TypeVar("ListenerT", bound=Listener)
 
 
 class Bus:
@@ -111,12 +114,13 @@ class Bus:
         """Make ``channel`` known (it appears in ``listeners``) even with no listener yet."""
         self._channels.declare(channel)
 
-    @overload
-    def subscribe(self, channel: str, callback: None = None,
-                  priority: int | None = None) -> Callable[[ListenerT], ListenerT]: ...
+    if TYPE_CHECKING:
+        @overload
+        def subscribe(self, channel: str, callback: None = None,
+                      priority: int | None = None) -> Callable[[ListenerT], ListenerT]: ...
 
-    @overload
-    def subscribe(self, channel: str, callback: ListenerT, priority: int | None = None) -> ListenerT: ...
+        @overload
+        def subscribe(self, channel: str, callback: ListenerT, priority: int | None = None) -> ListenerT: ...
 
     def subscribe(self, channel: str, callback: ListenerT | None = None,
                   priority: int | None = None) -> ListenerT | Callable[[ListenerT], ListenerT]:

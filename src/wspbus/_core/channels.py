@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
-Listener = Callable[..., Any]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: import wspbus stays cheap
+if TYPE_CHECKING:
+    from typing import Any
+
+    Listener = Callable[..., Any]
 
 #: Channels every bus knows from the start (CherryPy's, plus 'main', published by block()).
 BUILTIN_CHANNELS = ("start", "stop", "exit", "graceful", "log", "main")
@@ -80,7 +83,7 @@ class Channels:
             self.ordered.pop(channel, None)
 
 
-class ListenersView(Mapping[str, frozenset[Listener]]):
+class ListenersView(Mapping[str, "frozenset[Listener]"]):
     """Read-only mapping of channel -> frozenset of listeners, backed by the bus's channels."""
 
     __slots__ = ("_channels",)

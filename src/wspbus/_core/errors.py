@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: import wspbus stays cheap
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ChannelFailures(Exception):

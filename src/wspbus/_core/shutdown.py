@@ -9,11 +9,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .waking import new_waker, wait_for
 
-Listener = Callable[..., Any]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: import wspbus stays cheap
+if TYPE_CHECKING:
+    from typing import Any
+
+    Listener = Callable[..., Any]
 
 
 Report = Callable[[int, "BaseException | None"], None]

@@ -7,8 +7,7 @@ process that routes its logs elsewhere never pays for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: import wspbus stays cheap
 if TYPE_CHECKING:
     import logging
 
