@@ -24,6 +24,7 @@ examples:
   wspbus serve myapp:app
   wspbus serve -b 0.0.0.0:8080 -b unix:/run/site.sock /=web:app '/api=api:create_app()'
   wspbus serve --config site.toml --reload
+  wspbus serve --paste development.ini
   wspbus serve --daemon --pidfile /run/site.pid --user www-data --log-file /var/log/site.log site:app
 
 exit statuses:
@@ -83,6 +84,8 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("apps", nargs="*", metavar="APP", help="an app to mount (see below)")
     site = serve.add_argument_group("site")
     site.add_argument("-c", "--config", metavar="FILE", help="a TOML site file; options given here override it")
+    site.add_argument("--paste", metavar="FILE.ini[#NAME]", help="serve the app NAME (default main) of a Paste "
+                      "Deploy file, with its logging and [server:main] address, as pserve does")
     site.add_argument("--protocol", choices=("auto", "wsgi", "asgi"), help="treat the apps as WSGI or ASGI "
                       "instead of detecting it")
     site.add_argument("--import", dest="import_", action="append", metavar="MODULE",
@@ -119,6 +122,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from . import config as _config
+    from . import paste as _paste
     from .launch import launch
 
     try:
@@ -128,10 +132,12 @@ def serve(args: argparse.Namespace) -> int:
             "import": args.import_, "user": args.user, "group": args.group, "umask": args.umask,
             "daemon": args.daemon, "pidfile": args.pidfile, "reload": args.reload,
             "log_file": args.log_file, "access_log": args.access_log, "log_level": args.log_level,
+            "paste": args.paste,
         })
+        _config.command_line_apps(args.apps, args.protocol, site)
+        _paste.prepare(site)  # its [server:main], before --bind/--server/--threads override it
         _config.command_line_servers(args.bind, args.server, args.threads, site)
         _config.command_line_drain(args.drain_delay, site)
-        _config.command_line_apps(args.apps, args.protocol, site)
     except _config.ConfigError as exc:
         print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
         return EX_CONFIG

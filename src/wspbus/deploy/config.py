@@ -213,6 +213,7 @@ class SiteConfig:
     log_file: str | None = None
     access_log: str | None = None
     log_level: str = "info"
+    paste: str | None = None  # FILE.ini[#name]: the site is that Paste Deploy file's app (deploy/paste.py)
     servers: list[ServerConfig] = field(default_factory=list)
     apps: list[AppConfig] = field(default_factory=list)
     plugins: dict[str, PluginConfig] = field(default_factory=dict)
@@ -224,6 +225,14 @@ def _path(base: str) -> Callable[[Any], str]:
         if value == "-":
             return "-"
         return os.path.normpath(os.path.join(base, os.path.expanduser(_text(value))))
+    return convert
+
+
+def _paste(base: str) -> Callable[[Any], str]:
+    """FILE.ini[#name]: the file relative to ``base``; the name after '#' is Paste Deploy's business."""
+    def convert(value: Any) -> str:
+        path, sep, name = _text(value).partition("#")
+        return _path(base)(path) + sep + name
     return convert
 
 
@@ -247,6 +256,7 @@ def _site_fields(base: str) -> Fields:
         "log_file": ("log_file", _path(base)),
         "access_log": ("access_log", _path(base)),
         "log_level": ("log_level", _log_level),
+        "paste": ("paste", _paste(base)),
     }
 
 

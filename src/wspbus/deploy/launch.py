@@ -24,6 +24,8 @@ from ..servers.sockets.binds import Bind
 from . import config as _config
 from .config import ConfigError, PluginConfig, ServerConfig, SiteConfig
 from .exits import EX_CONFIG, EX_OK, EX_UNAVAILABLE
+from .paste import load_site as load_paste_site
+from .paste import watched_files
 from .process_bus import process_bus
 from .site import Site, SiteError, add_pythonpath, import_module, parse_app_spec
 
@@ -85,6 +87,8 @@ def prepare_process(config: SiteConfig) -> None:
 
 
 def build_site(config: SiteConfig) -> Site:
+    if config.paste is not None:  # --paste FILE.ini: Paste Deploy loads the app
+        return load_paste_site(config)
     if not config.apps:
         raise ConfigError("%s: no app to serve (give APP arguments or [[app]] tables)" % config.source)
     try:
@@ -185,6 +189,8 @@ def build_plugins(bus: Bus, config: SiteConfig, *, own_process: bool = True,
         built[name] = construct(_plugin_class(name, table.where), bus, table.where, options, **filled)
     for extra in config.extra_plugins:
         built[extra.where] = construct(_import_class(extra), bus, extra.where, extra.options)
+    if "reload" in built:
+        built["reload"].files.update(watched_files(config))
     return built
 
 
