@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 from serve_support import EXAMPLES, WSPBUS, SteadyClient, ended, get, one_error_line, run, serve
 
-from wspbus.deploy.config import SiteConfig, override
+from wspbus.deploy.config import SiteConfig, from_document, override
 from wspbus.deploy.paste import prepare
 
 pytest.importorskip("paste.deploy")
@@ -156,6 +156,15 @@ def test_the_pyramid_projects_server_section_gives_the_address_and_server_pserve
     site = override(SiteConfig(), {"paste": str(PYRAMID / ini)})
     prepare(site)
     assert [(server.binds, server.server) for server in site.servers] == [(binds, "waitress")]
+
+
+def test_a_site_files_paste_key_is_relative_to_the_file_and_its_servers_win(tmp_path):
+    write_composite_site(tmp_path, port=6001)
+    site = from_document({"site": {"paste": "site.ini#stamped_home"}, "server": [{"bind": "127.0.0.1:7001"}]},
+                         str(tmp_path / "site.toml"))
+    assert site.paste == "%s#stamped_home" % (tmp_path / "site.ini")
+    prepare(site)
+    assert [server.binds for server in site.servers] == [["127.0.0.1:7001"]]  # [[server]], not [server:main]
 
 
 # -- what Paste Deploy composes ---------------------------------------------------------------
