@@ -7,7 +7,6 @@ one attribute away. A package lists where each name lives and gets its module ``
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: import wspbus stays cheap
@@ -21,6 +20,8 @@ def lazy_exports(package: dict[str, Any], homes: dict[str, str]) -> tuple[Callab
     name_of_package = package["__name__"]
 
     def __getattr__(name: str) -> Any:
+        import importlib  # on first use: importlib (and warnings) are not loaded by a bare interpreter
+
         home = homes.get(name)
         if home is None:
             raise AttributeError("module %r has no attribute %r" % (name_of_package, name))
