@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..servers.reporting import one_line
 from .config import SERVER_FIELDS, ConfigError, ServerConfig, SiteConfig, convert
 from .mounts import mount_app
 from .site import Site, one_line_at
@@ -153,9 +154,9 @@ def _setup_logging(paste: PasteFile, loader: Any) -> None:
     """pserve's: fileConfig with ``here`` and ``__file__``, loggers that exist already kept."""
     try:
         loader.setup_logging()
-    except (ValueError, KeyError, ImportError, OSError, RuntimeError) as exc:  # what fileConfig raises
+    except Exception as exc:  # fileConfig evaluates the file's class and args: any error can come out
         raise ConfigError("%s: the logging sections do not configure logging: %s"
-                          % (paste.path, one_line_at(exc))) from None
+                          % (paste.path, one_line(exc))) from None  # where in logging.config says nothing
 
 
 def _load_app(paste: PasteFile, loader: Any) -> Any:
