@@ -244,6 +244,8 @@ def test_daemon_with_a_pid_file_serves_the_ini_and_stops(tmp_path):
                    r"headers and 'key = value' lines\)$"),
     ("site.ini", ["paste_fixtures:text_app"], r"--paste serves the ini file's app; expected no APP arguments"),
     ("badport.ini", [], r"badport\.ini: \[server:main\] host/port: bad bind '127\.0\.0\.1:http'"),
+    ("badvar.ini", [], r"badvar\.ini: not a valid ini file: Bad value substitution: option 'port' in section "
+                       r"'server:main' contains an interpolation key 'nowhere' which is not a valid option name"),
     ("badlog.ini", [], r"badlog\.ini: the logging sections do not configure logging: ModuleNotFoundError: "
                        r"No module named 'NoSuchHandler'$"),
 ])
@@ -251,6 +253,7 @@ def test_a_paste_mistake_is_one_line_and_status_78(tmp_path, target, extra, expe
     write_composite_site(tmp_path)
     (tmp_path / "bad.ini").write_text("[app:main\nuse = call:paste_fixtures:text_app\n")
     (tmp_path / "badport.ini").write_text("[server:main]\nhost = 127.0.0.1\nport = http\n")
+    (tmp_path / "badvar.ini").write_text("[server:main]\nhost = 127.0.0.1\nport = %(nowhere)s\n")
     (tmp_path / "badlog.ini").write_text("[app:main]\nuse = call:paste_fixtures:text_app\ntext = x\n"
                                          "[loggers]\nkeys = root\n[handlers]\nkeys = h\n[formatters]\nkeys =\n"
                                          "[logger_root]\nhandlers = h\n[handler_h]\nclass = NoSuchHandler\nargs = ()\n")

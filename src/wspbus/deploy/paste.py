@@ -19,6 +19,7 @@ extra; they are imported only when a site names an ini file.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from ..servers.reporting import one_line
@@ -61,17 +62,26 @@ class PasteFile:
         return loader
 
     def sections(self, loader: Any) -> list[str]:
+        sections: list[str] = self._read(loader.get_sections)
+        return sections
+
+    def settings(self, loader: Any, section: str) -> dict[str, Any]:
+        """A section's own settings, ``%(here)s`` and [DEFAULT] interpolated as Paste Deploy does."""
+        return dict(self._read(lambda: loader.get_settings(section)))
+
+    def _read(self, read: Callable[[], Any]) -> Any:
+        """``read()``, its failure to read the file as an ini file turned into one ConfigError line."""
         import configparser
 
         try:
-            sections: list[str] = loader.get_sections()
+            return read()
         except configparser.Error as exc:
-            raise ConfigError("%s: not a valid ini file: %s" % (self.path, _ini_mistake(exc))) from None
+            mistake = _ini_mistake(exc).replace("Error in file %s: " % self.path, "")  # Paste Deploy's prefix
+            raise ConfigError("%s: not a valid ini file: %s" % (self.path, mistake)) from None
         except UnicodeDecodeError as exc:
             raise ConfigError("%s: not a valid ini file: %s" % (self.path, exc)) from None
         except OSError as exc:
             raise ConfigError("%s: cannot read the file: %s" % (self.path, exc.strerror or exc)) from None
-        return sections
 
 
 def _ini_mistake(exc: Exception) -> str:
@@ -110,7 +120,7 @@ def server_section(paste: PasteFile) -> ServerConfig | None:
     loader = paste.loader()
     if SERVER_SECTION not in paste.sections(loader):
         return None
-    settings = dict(loader.get_settings(SERVER_SECTION))
+    settings = paste.settings(loader, SERVER_SECTION)
     where = "%s: [%s] " % (paste.path, SERVER_SECTION)
     binds = _binds(settings)
     if not binds:
