@@ -1,0 +1,62 @@
+"""The command-line options of supervised serving, and the choice between the two modes.
+
+Kept here, so that the ``wspbus`` command (cli.py) only adds them to its ``serve`` parser and
+asks ``supervised(args)`` which way to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import ConfigError, SiteConfig
+from .pool import PoolOptions
+
+__all__ = ["add_arguments", "pool_options", "supervised"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--workers, --single-process and the workers' bounds, in a group of their own."""
+    group = parser.add_argument_group("workers")
+    mode = group.add_mutually_exclusive_group()
+    mode.add_argument("-w", "--workers", metavar="N",
+                      help="run a supervisor and N worker processes (each a fresh interpreter with its own "
+                           "bus); reloads start new workers before stopping the old ones")
+    mode.add_argument("--single-process", action="store_true",
+                      help="serve from this one process, which re-executes itself to reload (the default)")
+    group.add_argument("--worker-timeout", metavar="SECONDS",
+                       help="with --workers: a worker silent this long (hung) has its stacks logged and is replaced")
+    group.add_argument("--start-timeout", metavar="SECONDS",
+                       help="with --workers: how long a worker may take to start (default 60; inf: no limit)")
+
+
+def supervised(args: argparse.Namespace) -> bool:
+    """True when the site runs under a supervisor (--workers N)."""
+    return bool(getattr(args, "workers", None)) and not getattr(args, "single_process", False)
+
+
+def pool_options(args: argparse.Namespace, config: SiteConfig) -> PoolOptions:
+    """PoolOptions from the command line; ConfigError (one line, exit 78) for a bad value."""
+    return PoolOptions(
+        workers=_count(args.workers),
+        graceful_timeout=config.graceful_timeout,
+        start_timeout=_seconds("--start-timeout", args.start_timeout, 60.0),
+        worker_timeout=_seconds("--worker-timeout", args.worker_timeout, None),
+    )
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ConfigError("--workers: expected a whole number of at least 1, got %r" % text)
+    return int(text)
+
+
+def _seconds(option: str, text: str | None, default: float | None) -> float | None:
+    if text is None:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:  # also NaN
+        raise ConfigError("%s: expected a number of seconds above 0 (inf: no limit), got %r" % (option, text))
+    return None if seconds == float("inf") else seconds

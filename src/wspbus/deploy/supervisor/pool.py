@@ -1,0 +1,359 @@
+"""The workers of a site and their generations, run on the supervisor's event loop.
+
+Everything here runs on one asyncio loop (one thread), so the pool's state needs no lock, and
+the loop sleeps in its selector until something happens: a worker's message, a worker's end (its
+pidfd), a deadline (a back-off, a graceful timeout, a heartbeat), or a call from another thread.
+An idle supervisor does not wake.
+
+A *generation* is the set of workers started from the same code. The first start is generation
+1; it fails the command if a worker cannot start. A reload starts generation g+1 beside g, and
+only once every new worker reported STARTED are the old ones stopped, so some worker is always
+ready; a generation that cannot start is discarded and g keeps serving. Reload requests that
+arrive while one runs are merged into the next one, which imports the newest code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .backoff import Backoff
+from .channel import Message
+from .process import WorkerFailed, WorkerProcess, describe_exit
+
+__all__ = ["Pool", "PoolOptions"]
+
+#: After SIGABRT (a hung worker dumping its stacks) or SIGKILL, how long before we assume the worst.
+KILL_GRACE = 1.0
+
+Log = Callable[..., None]
+
+
+@dataclass
+class PoolOptions:
+    """How many workers, and the bounds on their lives (seconds; None: no bound)."""
+
+    workers: int = 1
+    graceful_timeout: float | None = 30.0
+    start_timeout: float | None = 60.0
+    worker_timeout: float | None = None
+
+
+class Pool:
+    """Workers, generations, reloads, replacements and the stop; all on ``loop``'s thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, options: PoolOptions,
+                 spawner: Callable[[int, int], WorkerProcess], log: Log) -> None:
+        self.loop = loop
+        self.options = options
+        self.spawner = spawner
+        self.log = log
+        self.target = options.workers
+        self.workers: list[WorkerProcess] = []
+        self.generation = 0
+        self.backoff = Backoff()
+        self.stopping = False
+        self.draining = False
+        #: The last 'started' message: where the site listens and what is mounted.
+        self.site_report: Message = {}
+        #: Called (on the loop) after any change a status reader would want to see.
+        self.changed: Callable[[], None] = lambda: None
+        #: Called as a rolling reload begins and ends (systemd's RELOADING=1 / READY=1).
+        self.reload_began: Callable[[], None] = lambda: None
+        self.reload_ended: Callable[[], None] = lambda: None
+        self._generations = itertools.count(1)
+        self._asks = itertools.count(1)
+        self._answers: dict[tuple[int, int], asyncio.Future[Message]] = {}
+        self._next_reload: asyncio.Future[int] | None = None
+        self._reloads: asyncio.Task[None] | None = None
+
+    # -- starting workers ---------------------------------------------------------------------
+
+    def _spawn(self, generation: int, slot: int) -> WorkerProcess:
+        worker = self.spawner(generation, slot)
+        worker.watch(self.loop, self._on_message, self._on_exit)
+        self.workers.append(worker)
+        self.changed()
+        return worker
+
+    async def _start_generation(self, generation: int, slots: Iterable[int]) -> list[WorkerProcess]:
+        """Start one worker per slot; return once all serve, or raise the first failure
+        (after stopping the others: some may already serve)."""
+        workers: list[WorkerProcess] = []
+        try:
+            for slot in slots:
+                workers.append(self._spawn(generation, slot))
+            await self._all_started(workers)
+        except OSError as exc:
+            self._retire_all(workers)
+            raise WorkerFailed(69, "cannot start a worker process: %s" % exc) from None
+        except WorkerFailed:
+            self._retire_all(workers)
+            raise
+        return workers
+
+    async def _all_started(self, workers: list[WorkerProcess]) -> None:
+        futures = {worker.started: worker for worker in workers if worker.started is not None}
+        done, pending = await asyncio.wait(futures, timeout=self.options.start_timeout,
+                                           return_when=asyncio.FIRST_EXCEPTION)
+        for future in done:
+            failure = future.exception()
+            if failure is not None:
+                raise failure
+        if pending:
+            late = futures[next(iter(pending))]
+            raise WorkerFailed(69, "%r did not start within %s s" % (late, self.options.start_timeout))
+
+    async def first_start(self) -> None:
+        """Generation 1; WorkerFailed ends the command (no restart loop for a site that cannot start)."""
+        generation = next(self._generations)
+        await self._start_generation(generation, range(self.target))
+        self.generation = generation
+        self.log("Generation %d serves: %s" % (generation, self._pids(generation)))
+
+    # -- messages and ends -------------------------------------------------------------------
+
+    def _on_message(self, worker: WorkerProcess, message: Message) -> None:
+        kind = message.get("kind")
+        if kind == "started":
+            self._started(worker, message)
+        elif kind == "failed":
+            worker.failure = message
+        elif kind in ("stats", "heartbeat"):
+            worker.requests = int(message.get("requests", worker.requests))
+            worker.rss = int(message.get("rss", worker.rss))
+            answer = self._answers.pop((worker.pid, message.get("ask") or 0), None)
+            if answer is not None and not answer.done():
+                answer.set_result(message)
+        elif kind == "reload":
+            self.log("%r saw a source file change: reloading" % worker)
+            self.request_reload()
+
+    def _started(self, worker: WorkerProcess, message: Message) -> None:
+        worker.state = "serving" if not worker.stop_requested else worker.state
+        worker.serving_since = time.monotonic()
+        worker.report = self.site_report = message
+        if self.draining:
+            worker.send("drain")
+        if worker.started is not None and not worker.started.done():
+            worker.started.set_result(message)
+        self._watch_heartbeat(worker)
+        self.changed()
+
+    def _on_exit(self, worker: WorkerProcess) -> None:
+        """A worker ended: forget it; replace it if it served and nobody asked it to end."""
+        assert worker.exited is not None
+        status = worker.exited.result()
+        if worker in self.workers:
+            self.workers.remove(worker)
+        for key in [key for key in self._answers if key[0] == worker.pid]:
+            self._answers.pop(key).cancel()
+        unexpected = not worker.stop_requested and not self.stopping
+        if unexpected and worker.serving_since is not None:
+            self.log("%r %s; replacing it" % (worker, describe_exit(status)), level=40)
+            self._replace_later(worker.slot, worker.generation, self.backoff.died(worker.slot, worker.serving_since))
+        elif worker.stop_requested and worker.serving_since is not None and status not in (0, -signal.SIGTERM):
+            self.log("%r %s while stopping" % (worker, describe_exit(status)), level=30)
+        self.changed()
+
+    # -- replacing ---------------------------------------------------------------------------
+
+    def _replace_later(self, slot: int, generation: int, delay: float) -> None:
+        if delay:
+            self.log("Worker slot %d died %d times in a row soon after starting: its replacement starts in %g s"
+                     % (slot, self.backoff.deaths(slot), delay), level=30)
+        self.loop.call_later(delay, self._replace_now, slot, generation)
+
+    def _replace_now(self, slot: int, generation: int) -> None:
+        if self._slot_wanted(slot, generation):
+            self.loop.create_task(self._replace(slot))
+
+    def _slot_wanted(self, slot: int, generation: int) -> bool:
+        """The slot of that generation still needs a worker (no stop, no reload or scale-down since)."""
+        if self.stopping or slot >= self.target or generation != self.generation:
+            return False
+        return not any(w.slot == slot and w.generation == generation and not w.stop_requested for w in self.workers)
+
+    async def _replace(self, slot: int) -> None:
+        generation = self.generation
+        try:
+            worker = self._spawn(generation, slot)
+            assert worker.started is not None
+            await worker.started
+        except (WorkerFailed, OSError) as failure:
+            self.log("A replacement worker for slot %d could not start: %s" % (slot, failure), level=40)
+            self._replace_later(slot, generation, self.backoff.died(slot, None))
+            return
+        self.log("%r replaces the worker of slot %d" % (worker, slot))
+
+    # -- reloading ---------------------------------------------------------------------------
+
+    def request_reload(self) -> asyncio.Future[int]:
+        """A future for the generation that will serve the code as it is now (or its failure).
+
+        A request made while a reload runs is merged with any other made meanwhile into the next
+        reload, which starts once the running one is over.
+        """
+        if self.stopping or not self.generation:
+            refused: asyncio.Future[int] = self.loop.create_future()
+            refused.set_exception(WorkerFailed(1, "the site is %s" % ("stopping" if self.stopping else "starting")))
+            return _quiet(refused)
+        if self._next_reload is None:
+            self._next_reload = _quiet(self.loop.create_future())
+        future = self._next_reload
+        if self._reloads is None or self._reloads.done():
+            self._reloads = self.loop.create_task(self._run_reloads())
+        return future
+
+    async def _run_reloads(self) -> None:
+        while self._next_reload is not None and not self.stopping:
+            future, self._next_reload = self._next_reload, None
+            try:
+                future.set_result(await self._reload())
+            except WorkerFailed as failure:
+                future.set_exception(failure)
+        if self._next_reload is not None:
+            self._next_reload.set_exception(WorkerFailed(1, "the site is stopping"))
+            self._next_reload = None
+
+    async def _reload(self) -> int:
+        generation = next(self._generations)
+        self.log("Reload: starting generation %d (%d worker%s)" % (generation, self.target, "s"[:self.target > 1]))
+        self.reload_began()
+        try:
+            await self._start_generation(generation, range(self.target))
+        except WorkerFailed as failure:
+            self.log("Reload failed: generation %d could not start: %s; generation %d keeps serving"
+                     % (generation, failure.line, self.generation), level=40)
+            raise
+        finally:
+            self.reload_ended()
+        old = [worker for worker in self.workers if worker.generation != generation]
+        self.generation = generation
+        self._retire_all(old)
+        self.log("Generation %d serves: %s; the old workers finish their requests and exit"
+                 % (generation, self._pids(generation)))
+        return generation
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def _retire(self, worker: WorkerProcess, timeout: float | None = None) -> None:
+        """Ask ``worker`` to stop (SIGTERM: stop accepting, finish requests); SIGKILL it after the timeout."""
+        if worker.stop_requested or not worker.alive:
+            return
+        worker.stop_requested = True
+        worker.state = "stopping"
+        worker.signal(signal.SIGTERM)
+        timeout = self.options.graceful_timeout if timeout is None else timeout
+        if timeout is not None:
+            deadline = self.loop.call_later(timeout, self._kill_straggler, worker, timeout)
+            assert worker.exited is not None
+            worker.exited.add_done_callback(lambda _: deadline.cancel())
+        self.changed()
+
+    def _retire_all(self, workers: Iterable[WorkerProcess], timeout: float | None = None) -> None:
+        for worker in list(workers):
+            self._retire(worker, timeout)
+
+    def _kill_straggler(self, worker: WorkerProcess, timeout: float) -> None:
+        if worker.alive:
+            self.log("%r still running %g s after SIGTERM: killing it (SIGKILL)" % (worker, timeout), level=30)
+            worker.signal(signal.SIGKILL)
+
+    async def stop_all(self) -> None:
+        """Stop every worker at once; return when all have exited (stragglers SIGKILLed at the bound)."""
+        self.stopping = True
+        self._retire_all(self.workers, self.options.graceful_timeout)
+        ending = [worker.exited for worker in self.workers if worker.exited is not None]
+        if ending:
+            await asyncio.wait(ending)
+        self.changed()
+
+    # -- telling the workers -----------------------------------------------------------------
+
+    def broadcast(self, kind: str) -> None:
+        """Send ``kind`` ('drain', 'graceful') to every worker; a drain also reaches later ones."""
+        if kind == "drain":
+            self.draining = True
+        for worker in self.workers:
+            if worker.state == "serving":
+                worker.send(kind)
+
+    async def collect_stats(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        """Every worker's record, with counts each serving worker reports now (within ``timeout``)."""
+        ask = next(self._asks)
+        waiting = []
+        for worker in self.workers:
+            if worker.state == "serving":
+                answer: asyncio.Future[Message] = self.loop.create_future()
+                self._answers[worker.pid, ask] = answer
+                waiting.append(answer)
+                worker.send("stats", ask=ask)
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout)
+        for key in [key for key in self._answers if key[1] == ask]:
+            self._answers.pop(key).cancel()
+        return self.records()
+
+    def records(self) -> list[dict[str, Any]]:
+        return [worker.record() for worker in sorted(self.workers, key=lambda w: (w.generation, w.slot))]
+
+    # -- scaling -----------------------------------------------------------------------------
+
+    def add_worker(self) -> None:
+        """One worker more (SIGTTIN)."""
+        if self.stopping:
+            return
+        self.target += 1
+        self.log("SIGTTIN: %d workers" % self.target)
+        self._replace_now(self.target - 1, self.generation)
+
+    def remove_worker(self) -> None:
+        """One worker less (SIGTTOU), never fewer than one."""
+        if self.stopping or self.target <= 1:
+            self.log("SIGTTOU: keeping the last worker", level=30)
+            return
+        self.target -= 1
+        self.log("SIGTTOU: %d worker%s" % (self.target, "s"[:self.target > 1]))
+        self.backoff.forget(self.target)
+        self._retire_all(w for w in self.workers if w.slot >= self.target)
+
+    # -- hung workers ------------------------------------------------------------------------
+
+    def _watch_heartbeat(self, worker: WorkerProcess) -> None:
+        timeout = self.options.worker_timeout
+        if timeout is not None:
+            self.loop.call_later(timeout, self._check_heartbeat, worker)
+
+    def _check_heartbeat(self, worker: WorkerProcess) -> None:
+        """At the deadline: heard since? then wait for the next one; else the worker is hung."""
+        timeout = self.options.worker_timeout
+        if timeout is None or not worker.alive or worker.stop_requested:
+            return
+        silent = time.monotonic() - worker.last_heard
+        if silent < timeout:
+            self.loop.call_later(timeout - silent, self._check_heartbeat, worker)
+            return
+        self.log("%r sent no heartbeat for %.1f s (--worker-timeout %g): dumping its stacks to the log "
+                 "(SIGABRT) and replacing it" % (worker, silent, timeout), level=40)
+        worker.signal(signal.SIGABRT)
+        self.loop.call_later(KILL_GRACE, self._kill_if_alive, worker)
+
+    def _kill_if_alive(self, worker: WorkerProcess) -> None:
+        if worker.alive:
+            worker.signal(signal.SIGKILL)
+
+    def _pids(self, generation: int) -> str:
+        pids = [str(w.pid) for w in self.workers if w.generation == generation]
+        return "pid%s %s" % ("s"[:len(pids) > 1], ", ".join(pids))
+
+
+def _quiet(future: asyncio.Future[int]) -> asyncio.Future[int]:
+    """A future whose failure nobody need await (a SIGHUP's reload) without asyncio complaining."""
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return future

@@ -1,0 +1,158 @@
+"""A worker process: ``python -m wspbus.deploy.supervisor.worker``, started by the supervisor.
+
+A fresh interpreter (the supervisor never imports the site, so every worker, and every reload,
+imports the site's current code). It gets the listening sockets as inherited descriptors and one
+end of a socketpair (channel.py); it reads its configuration there, builds the site with the same
+deploy code as ``wspbus serve`` on its own bus (``wspbus.bus``: the site's ``--import`` plugins
+subscribe there, its 'start'/'stop' listeners and ASGI lifespan run here), and answers with
+``started`` or ``failed`` (one line). Then it serves until SIGTERM, or until the supervisor is gone.
+
+Signals a terminal sends to the whole process group (SIGINT, SIGHUP, SIGTTIN, SIGTTOU) are the
+supervisor's to act on: a worker ignores them, and ends when the supervisor tells it to.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import signal
+import sys
+import threading
+from typing import Any, TextIO
+
+from ..config import ConfigError, SiteConfig
+from ..launch import EX_CONFIG, EX_UNAVAILABLE, Deployment, build_site, deploy, prepare_process
+from .channel import Message, WorkerChannel
+from .counting import RequestCounter, counted_site, resident_bytes
+from .heartbeat import Heartbeat
+from .settings import from_dict
+
+__all__ = ["main"]
+
+#: Each line of a worker's error log names the worker: one log, several processes.
+WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s [worker %(process)d] %(message)s"
+IGNORED_SIGNALS = ("SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU")
+
+
+class Worker:
+    """One worker's life: configure, build, start, report, serve, obey the supervisor."""
+
+    def __init__(self, channel: WorkerChannel, bus: Any) -> None:
+        self.channel = channel
+        self.bus = bus
+        self.counter = RequestCounter()
+        self.deployment: Deployment | None = None
+        self.heartbeat: Heartbeat | None = None
+        self._fault_file: TextIO | None = None
+
+    def run(self) -> int:
+        """The worker's exit status: 0 after a clean stop, 69/78 when it could not start."""
+        setup = self.channel.receive()
+        if setup is None or setup.get("kind") != "config":
+            return 1  # the supervisor went away before it said what to serve
+        config = from_dict(setup["config"])
+        self.bus.graceful_timeout = config.graceful_timeout
+        self._handle_signals()
+        self._dump_stacks_on_abort(config)
+        try:
+            self._route_logs(config)
+            self.deployment = self._build(config)
+        except ConfigError as exc:
+            return self._failed(EX_CONFIG, str(exc))
+        try:
+            self.bus.start()
+        except Exception as exc:
+            return self._failed(EX_UNAVAILABLE, start_failure(exc))
+        self._report_started(setup)
+        self.bus.block()
+        return int(self.bus.exit_code)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _build(self, config: SiteConfig) -> Deployment:
+        prepare_process(config)
+        site = counted_site(build_site(config), self.counter)
+        return deploy(self.bus, config, site, own_process=False)
+
+    def _route_logs(self, config: SiteConfig) -> None:
+        from ...plugins.logs import LogRouter
+
+        try:
+            LogRouter(self.bus, error_log=config.log_file or "-", access_log=config.access_log,
+                      level=logging.getLevelName(config.log_level.upper()),
+                      error_format=WORKER_LOG_FORMAT).subscribe()
+        except ValueError as exc:
+            raise ConfigError("%s: %s" % (config.source, exc)) from None
+
+    def _handle_signals(self) -> None:
+        from ...plugins.signals import SignalHandler
+
+        for name in IGNORED_SIGNALS:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        handler = SignalHandler(self.bus)
+        handler.handlers = {"SIGTERM": self.bus.exit, "SIGUSR1": self.bus.graceful}
+        handler.subscribe()
+
+    def _dump_stacks_on_abort(self, config: SiteConfig) -> None:
+        """SIGABRT (the supervisor's answer to a hung worker) writes every thread's stack to the log."""
+        target: TextIO = sys.stderr
+        if config.log_file and config.log_file != "-":
+            try:
+                target = self._fault_file = open(config.log_file, "a", encoding="utf-8")
+            except OSError:
+                pass  # the log router reports the unusable file; stderr still gets the stacks
+        faulthandler.enable(file=target, all_threads=True)
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def _failed(self, status: int, line: str) -> int:
+        self.channel.send("failed", status=status, error=line)
+        return status
+
+    def _report_started(self, setup: Message) -> None:
+        assert self.deployment is not None
+        self.channel.send("started", urls=self.deployment.urls(), mounts=self.deployment.site.describe())
+        threading.Thread(target=self._obey, name="wspbus supervisor channel", daemon=True).start()
+        interval = setup.get("heartbeat")
+        if isinstance(interval, (int, float)) and interval > 0:
+            self.heartbeat = Heartbeat(self.channel, float(interval), self.stats)
+            self.heartbeat.start()
+
+    def stats(self) -> dict[str, int]:
+        return {"requests": self.counter.count, "rss": resident_bytes()}
+
+    def _obey(self) -> None:
+        """Act on the supervisor's messages until it closes the channel, then exit."""
+        while (message := self.channel.receive()) is not None:
+            kind = message.get("kind")
+            if kind == "drain":
+                self.bus.publish("drain")
+            elif kind == "graceful":
+                self.bus.graceful()
+            elif kind == "stats":
+                self.channel.send("stats", ask=message.get("ask"), **self.stats())
+        if not self.bus.exit_begun:
+            self.bus.log("The supervisor is gone (its channel closed): exiting", level=30)
+            self.bus.exit()
+
+
+def start_failure(exc: BaseException) -> str:
+    """One line for a failed start: the failing listeners' messages (as ``wspbus serve`` says it)."""
+    get_instances = getattr(exc, "get_instances", None)
+    reasons = get_instances() if get_instances is not None else [exc]
+    return "; ".join(str(reason) or type(reason).__name__ for reason in reasons)
+
+
+def main() -> int:
+    import wspbus
+
+    try:
+        channel = WorkerChannel.from_environment()
+    except RuntimeError as exc:
+        print("wspbus worker: %s" % exc, file=sys.stderr)
+        return 64
+    return Worker(channel, wspbus.bus).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
