@@ -13,6 +13,7 @@ worker -> supervisor
 ``started``            the worker's bus is STARTED: ``urls``, ``mounts``
 ``failed``             it could not start: ``status`` (69 or 78) and ``error`` (one line)
 ``stats``              an answer to ``stats``: ``requests`` served, ``rss`` bytes, ``ask`` echoed
+``stopping``           its bus left STARTED: its servers stop accepting
 ``heartbeat``          it is alive (with --worker-timeout): ``requests``, ``rss``
 ``reload``             its autoreloader saw a change: the supervisor starts a new generation
 supervisor -> worker
@@ -20,6 +21,7 @@ supervisor -> worker
 ``drain``              readiness turns false (the supervisor is draining)
 ``graceful``           reopen logs and the like ('graceful' on the worker's bus)
 ``stats``              report counts now (``ask`` is echoed back)
+``retire``             replaced: answer with ``Connection: close`` for ``linger`` s, then stop
 =====================  ===========================================================================
 """
 

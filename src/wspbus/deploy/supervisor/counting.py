@@ -1,8 +1,16 @@
-"""What a worker reports about itself: requests served and resident memory.
+"""A wrapper around each of a worker's apps: it counts requests, and closes connections on retirement.
 
-The worker counts in its own apps (a wrapper around each mounted app) and reads its own
-``/proc/self/statm`` when asked, so the supervisor learns both from a message on the channel
-instead of reading every worker's /proc on a timer.
+The worker counts in its own apps and reads its own ``/proc/self/statm`` when asked, so the
+supervisor learns both from a message on the channel instead of reading every worker's /proc on
+a timer.
+
+Retiring (a reload replaced it): a worker that just closed its idle keep-alive connections would
+race every client that is sending its next request on one of them at that moment: the request
+meets a closed socket and fails. So a retiring worker first answers every request with
+``Connection: close`` for a short while (``closing``); a client that keeps its connection busy
+gets its answer and reconnects to the listening socket, where the new workers accept. Only the
+servers known to honour the header from an app (cheroot, uvicorn) are asked to; waitress and
+wsgiref refuse hop-by-hop headers from WSGI apps.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ class RequestCounter:
         self._count = 0
         #: Called after each request with the new count (the recycler's --max-requests check).
         self.on_count: Callable[[int], None] | None = None
+        #: Answer with ``Connection: close`` from now on (the worker is retiring).
+        self.closing = False
 
     @property
     def count(self) -> int:
@@ -47,6 +57,8 @@ class RequestCounter:
     def _wrap_wsgi(self, app: Callable[..., Any]) -> Callable[..., Any]:
         def counted(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
             self.add()
+            if self.closing:
+                start_response = _closing_start_response(start_response)
             result: Iterable[bytes] = app(environ, start_response)
             return result
 
@@ -56,9 +68,30 @@ class RequestCounter:
         async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope.get("type") in ("http", "websocket"):
                 self.add()
+                if self.closing and scope["type"] == "http":
+                    send = _closing_send(send)
             await app(scope, receive, send)
 
         return counted
+
+
+def _closing_start_response(start_response: Callable[..., Any]) -> Callable[..., Any]:
+    def closing(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        headers = [(name, value) for name, value in headers if name.lower() != "connection"]
+        headers.append(("Connection", "close"))
+        return start_response(status, headers, exc_info) if exc_info is not None else start_response(status, headers)
+
+    return closing
+
+
+def _closing_send(send: Callable[[dict[str, Any]], Any]) -> Callable[[dict[str, Any]], Any]:
+    async def closing(message: dict[str, Any]) -> None:
+        if message.get("type") == "http.response.start":
+            headers = [(name, value) for name, value in message.get("headers", ()) if name.lower() != b"connection"]
+            message = {**message, "headers": [*headers, (b"connection", b"close")]}
+        await send(message)
+
+    return closing
 
 
 def counted_site(site: Site, counter: RequestCounter) -> Site:

@@ -28,8 +28,11 @@ from .process import WorkerFailed, WorkerProcess, describe_exit
 
 __all__ = ["Pool", "PoolOptions"]
 
-#: After SIGABRT (a hung worker dumping its stacks) or SIGKILL, how long before we assume the worst.
+#: After SIGABRT (a hung worker dumping its stacks), how long before SIGKILL.
 KILL_GRACE = 1.0
+#: How long a replaced worker answers with ``Connection: close`` before it stops (see counting.py):
+#: long enough for a busy keep-alive client to send one more request and be told to reconnect.
+RETIRE_LINGER = 0.5
 
 Log = Callable[..., None]
 
@@ -90,10 +93,10 @@ class Pool:
                 workers.append(self._spawn(generation, slot))
             await self._all_started(workers)
         except OSError as exc:
-            self._retire_all(workers)
+            self._stop_all_now(workers)
             raise WorkerFailed(69, "cannot start a worker process: %s" % exc) from None
         except WorkerFailed:
-            self._retire_all(workers)
+            self._stop_all_now(workers)
             raise
         return workers
 
@@ -124,6 +127,8 @@ class Pool:
             self._started(worker, message)
         elif kind == "failed":
             worker.failure = message
+        elif kind == "stopping":
+            worker.note_stopping()
         elif kind in ("stats", "heartbeat"):
             worker.requests = int(message.get("requests", worker.requests))
             worker.rss = int(message.get("rss", worker.rss))
@@ -235,40 +240,64 @@ class Pool:
             self.reload_ended()
         old = [worker for worker in self.workers if worker.generation != generation]
         self.generation = generation
-        self._retire_all(old)
+        linger = self._replace_all(old)
         self.log("Generation %d serves: %s; the old workers finish their requests and exit"
                  % (generation, self._pids(generation)))
+        await self._stopped_accepting(old, linger)
         return generation
+
+    async def _stopped_accepting(self, workers: list[WorkerProcess], linger: float) -> None:
+        """Wait (bounded) until ``workers`` have begun to stop: from then on only new code answers."""
+        stopping = [worker.stopping for worker in workers if worker.stopping is not None]
+        if stopping:
+            await asyncio.wait(stopping, timeout=linger + KILL_GRACE)
 
     # -- stopping ----------------------------------------------------------------------------
 
-    def _retire(self, worker: WorkerProcess, timeout: float | None = None) -> None:
-        """Ask ``worker`` to stop (SIGTERM: stop accepting, finish requests); SIGKILL it after the timeout."""
+    def _retire(self, worker: WorkerProcess, timeout: float | None, linger: float) -> None:
+        """Have ``worker`` stop: stop accepting, finish its requests; SIGKILL it after the timeout.
+
+        ``linger``: a serving worker that others replace first answers with Connection: close
+        this long (a 'retire' message); otherwise, and for a stop of the site, SIGTERM at once.
+        """
         if worker.stop_requested or not worker.alive:
             return
+        if linger and worker.state == "serving":
+            worker.send("retire", linger=linger)
+        else:
+            linger = 0.0
+            worker.signal(signal.SIGTERM)
         worker.stop_requested = True
         worker.state = "stopping"
-        worker.signal(signal.SIGTERM)
-        timeout = self.options.graceful_timeout if timeout is None else timeout
         if timeout is not None:
-            deadline = self.loop.call_later(timeout, self._kill_straggler, worker, timeout)
+            deadline = self.loop.call_later(linger + timeout, self._kill_straggler, worker, linger + timeout)
             assert worker.exited is not None
             worker.exited.add_done_callback(lambda _: deadline.cancel())
         self.changed()
 
-    def _retire_all(self, workers: Iterable[WorkerProcess], timeout: float | None = None) -> None:
+    def _replace_all(self, workers: Iterable[WorkerProcess]) -> float:
+        """Retire workers that others have replaced (with the Connection: close linger); the linger."""
+        timeout = self.options.graceful_timeout
+        linger = RETIRE_LINGER if timeout is None else min(RETIRE_LINGER, timeout)
         for worker in list(workers):
-            self._retire(worker, timeout)
+            self._retire(worker, timeout, linger)
+        return linger
 
-    def _kill_straggler(self, worker: WorkerProcess, timeout: float) -> None:
+    def _stop_all_now(self, workers: Iterable[WorkerProcess]) -> None:
+        """SIGTERM workers nobody replaces (a stop of the site, a generation that failed to start)."""
+        for worker in list(workers):
+            self._retire(worker, self.options.graceful_timeout, 0.0)
+
+    def _kill_straggler(self, worker: WorkerProcess, after: float) -> None:
         if worker.alive:
-            self.log("%r still running %g s after SIGTERM: killing it (SIGKILL)" % (worker, timeout), level=30)
+            self.log("%r still running %g s after it was asked to stop: killing it (SIGKILL)" % (worker, after),
+                     level=30)
             worker.signal(signal.SIGKILL)
 
     async def stop_all(self) -> None:
         """Stop every worker at once; return when all have exited (stragglers SIGKILLed at the bound)."""
         self.stopping = True
-        self._retire_all(self.workers, self.options.graceful_timeout)
+        self._stop_all_now(self.workers)
         ending = [worker.exited for worker in self.workers if worker.exited is not None]
         if ending:
             await asyncio.wait(ending)
@@ -321,7 +350,7 @@ class Pool:
         self.target -= 1
         self.log("SIGTTOU: %d worker%s" % (self.target, "s"[:self.target > 1]))
         self.backoff.forget(self.target)
-        self._retire_all(w for w in self.workers if w.slot >= self.target)
+        self._replace_all(w for w in self.workers if w.slot >= self.target)
 
     # -- hung workers ------------------------------------------------------------------------
 

@@ -70,6 +70,8 @@ class WorkerProcess:
         self._pidfd: int | None = None
         self.started: asyncio.Future[Message] | None = None
         self.exited: asyncio.Future[int] | None = None
+        #: Resolved once the worker's bus left STARTED (its servers stop accepting) or it ended.
+        self.stopping: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return "worker %d (generation %d)" % (self.pid, self.generation)
@@ -81,6 +83,7 @@ class WorkerProcess:
         """Have ``loop`` call on_message for each message and on_exit once the process ended."""
         self.started = loop.create_future()
         self.exited = loop.create_future()
+        self.stopping = loop.create_future()
         self.sock.setblocking(False)
         loop.add_reader(self.sock.fileno(), self._readable, loop, on_message)
         self._pidfd = os.pidfd_open(self.pid)
@@ -123,11 +126,17 @@ class WorkerProcess:
             self.sock.close()
         status = self.popen.wait()
         self.state = "exited"
+        self.note_stopping()
         if self.started is not None and not self.started.done():
             self.started.set_exception(self.start_failure(status))
             self.started.exception()  # retrieved: nobody need await it for the log to stay quiet
         self.exited.set_result(status)
         on_exit(self)
+
+    def note_stopping(self) -> None:
+        """The worker said its bus is stopping (or it ended)."""
+        if self.stopping is not None and not self.stopping.done():
+            self.stopping.set_result(None)
 
     def start_failure(self, status: int) -> WorkerFailed:
         """Why it did not start: what it said, else how it ended."""

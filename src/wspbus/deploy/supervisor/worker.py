@@ -32,6 +32,8 @@ __all__ = ["main"]
 #: Each line of a worker's error log names the worker: one log, several processes.
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s [worker %(process)d] %(message)s"
 IGNORED_SIGNALS = ("SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU")
+#: Servers that close a connection when the app's response says ``Connection: close``.
+CLOSE_HONOURED = ("cheroot", "uvicorn")
 
 
 class Worker:
@@ -112,11 +114,17 @@ class Worker:
     def _report_started(self, setup: Message) -> None:
         assert self.deployment is not None
         self.channel.send("started", urls=self.deployment.urls(), mounts=self.deployment.site.describe())
+        self.bus.watch_state(self._state_changed)
         threading.Thread(target=self._obey, name="wspbus supervisor channel", daemon=True).start()
         interval = setup.get("heartbeat")
         if isinstance(interval, (int, float)) and interval > 0:
             self.heartbeat = Heartbeat(self.channel, float(interval), self.stats)
             self.heartbeat.start()
+
+    def _state_changed(self, state: Any) -> None:
+        """Tell the supervisor when the bus leaves STARTED: the servers stop accepting now."""
+        if state.name == "STOPPING":
+            self.channel.send("stopping")
 
     def stats(self) -> dict[str, int]:
         return {"requests": self.counter.count, "rss": resident_bytes()}
@@ -131,8 +139,23 @@ class Worker:
                 self.bus.graceful()
             elif kind == "stats":
                 self.channel.send("stats", ask=message.get("ask"), **self.stats())
+            elif kind == "retire":
+                self._retire(float(message.get("linger", 0)))
         if not self.bus.exit_begun:
             self.bus.log("The supervisor is gone (its channel closed): exiting", level=30)
+            self.bus.exit()
+
+
+    def _retire(self, linger: float) -> None:
+        """Answer with Connection: close for ``linger`` seconds (if the servers honour it), then exit."""
+        assert self.deployment is not None
+        if linger > 0 and all(server.server in CLOSE_HONOURED for server in self.deployment.servers):
+            self.bus.log("Retiring: answering with Connection: close for %g s, then stopping" % linger)
+            self.counter.closing = True
+            timer = threading.Timer(linger, self.bus.exit)
+            timer.daemon = True
+            timer.start()
+        else:
             self.bus.exit()
 
 
