@@ -1,7 +1,7 @@
 """Helpers for the supervisor's tests: a site on disk, `wspbus serve --workers N` on it, and clients.
 
 The app answers ``VERSION PID`` so a test sees which code and which worker answered; ``/slow?S``
-takes S seconds, ``/spin`` holds the GIL forever (a hung worker), ``/crash`` ends the worker.
+takes S seconds (and says so on stdout first), ``/spin`` holds the GIL forever (a hung worker), ``/crash`` ends the worker.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ VERSION = %(version)r
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/slow":
+        print("slow request in", os.getpid(), flush=True)
         time.sleep(float(environ.get("QUERY_STRING") or 1))
     elif path == "/spin":
         sum(range(10 ** 13))  # one C call: the GIL is never released
