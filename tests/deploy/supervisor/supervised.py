@@ -199,6 +199,16 @@ def kill_tagged(tag: str) -> list[int]:
     return pids
 
 
+def wait_gone(pids, timeout: float = DEADLINE) -> None:
+    """Wait until none of ``pids`` runs (test side: looks again every 20 ms until the deadline)."""
+    from serve_support import ended
+
+    deadline = time.monotonic() + timeout
+    while not all(ended(pid) for pid in pids):
+        assert time.monotonic() < deadline, "still running: %r" % [pid for pid in pids if not ended(pid)]
+        time.sleep(0.02)
+
+
 def tagged_pids(tag: str) -> list[int]:
     """Processes whose environment carries ``TAG_ENV=tag``."""
     wanted = ("%s=%s" % (TAG_ENV, tag)).encode()

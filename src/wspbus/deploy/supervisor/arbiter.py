@@ -179,7 +179,8 @@ class Arbiter(SimplePlugin):
 
     def _spawn(self, generation: int, slot: int) -> WorkerProcess:
         fds = [fd for server in self.listeners.fds() for fd in server]
-        return spawn_worker(generation, slot, fds, {**self._setup, "generation": generation})
+        setup = {**self._setup, "generation": generation, "autoreload": slot == 0}
+        return spawn_worker(generation, slot, fds, setup)
 
     def _heartbeat_interval(self) -> float | None:
         timeout = self.options.worker_timeout

@@ -17,11 +17,13 @@ worker -> supervisor
 ``heartbeat``          it is alive (with --worker-timeout): ``requests``, ``rss``
 ``reload``             its autoreloader saw a change: the supervisor starts a new generation
 supervisor -> worker
-``config``             the first message: ``config`` (a SiteConfig as a dict), ``listeners`` (fds)
+``config``             the first message: ``config`` (a SiteConfig as a dict), ``generation``,
+                       ``heartbeat`` (seconds, or null), ``autoreload`` (this worker watches files)
 ``drain``              readiness turns false (the supervisor is draining)
 ``graceful``           reopen logs and the like ('graceful' on the worker's bus)
 ``stats``              report counts now (``ask`` is echoed back)
 ``retire``             replaced: answer with ``Connection: close`` for ``linger`` s, then stop
+``rearm``              the reload its autoreloader asked for failed: watch the files again
 =====================  ===========================================================================
 """
 

@@ -137,7 +137,7 @@ class Pool:
                 answer.set_result(message)
         elif kind == "reload":
             self.log("%r saw a source file change: reloading" % worker)
-            self.request_reload()
+            self.request_reload().add_done_callback(lambda outcome: self._reload_asked(worker, outcome))
 
     def _started(self, worker: WorkerProcess, message: Message) -> None:
         worker.state = "serving" if not worker.stop_requested else worker.state
@@ -214,6 +214,11 @@ class Pool:
         if self._reloads is None or self._reloads.done():
             self._reloads = self.loop.create_task(self._run_reloads())
         return future
+
+    def _reload_asked(self, worker: WorkerProcess, outcome: asyncio.Future[int]) -> None:
+        """A worker's autoreloader asked for the reload that failed: it must watch on (the old code serves)."""
+        if not outcome.cancelled() and outcome.exception() is not None and worker.alive and not worker.stop_requested:
+            worker.send("rearm")
 
     async def _run_reloads(self) -> None:
         while self._next_reload is not None and not self.stopping:

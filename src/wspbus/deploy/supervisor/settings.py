@@ -1,9 +1,15 @@
 """The site configuration as it crosses to a worker: what the worker runs, and in what form.
 
 The supervisor has the whole SiteConfig; a worker gets a copy without the duties that must exist
-once per site (daemon, PID file, privileges, systemd, draining, reaping: the supervisor's) and
-whose binds name the listening sockets it inherits (``fd://N``), so the site's servers serve
-the sockets the supervisor bound instead of binding their own.
+once per site (daemon, PID file, systemd, draining, reaping: the supervisor's) and whose binds name
+the listening sockets it inherits (``fd://N``), so the site's servers serve the sockets the
+supervisor bound instead of binding their own.
+
+``--user``/``--group``/``--umask`` are the workers' to apply: each worker imports the site with the
+privileges it was started with and drops them at 'start' (priority 77, after its servers took
+their sockets), exactly as a single process does. The supervisor keeps them, as gunicorn's and
+nginx's master processes do, so that it can start workers from an interpreter and a site only
+root may read; it runs no code of the site, and its control socket is its owner's alone.
 """
 
 from __future__ import annotations
@@ -33,7 +39,6 @@ def worker_config(config: SiteConfig, listener_fds: list[list[int]]) -> SiteConf
                       for server, fds in zip(server_configs(config), listener_fds)]
     worker.daemon = False
     worker.pidfile = None
-    worker.user = worker.group = worker.umask = None
     for name in SUPERVISOR_PLUGINS:
         table = worker.plugins.get(name)
         if table is not None:

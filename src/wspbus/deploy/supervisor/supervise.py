@@ -2,9 +2,10 @@
 
 The supervisor's bus gets the plugins a site must have once, built by the same code as a single
 process's (launch.build_plugins) from the tables that concern it (signals, logs, daemon, PID
-file, privileges, systemd, drain, reaper), then the status file, the listening sockets, the
-control socket and the Arbiter. Everything else in the configuration (the apps, --import, the
-site's own [[plugin]] tables, health, threads, autoreload) is the workers'.
+file, systemd, drain, reaper), then the status file, the listening sockets, the control socket
+and the Arbiter. Everything else in the configuration (the apps, --import, the site's own
+[[plugin]] tables, health, threads, autoreload, and dropping privileges: see settings.py) is
+the workers'.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def supervisor_config(config: SiteConfig) -> SiteConfig:
     own.extra_plugins = []
     own.reload = False
     own.imports = []
+    own.user = own.group = own.umask = None  # the workers drop privileges (settings.py says why)
     return own
 
 

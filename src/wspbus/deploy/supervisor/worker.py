@@ -53,6 +53,7 @@ class Worker:
         if setup is None or setup.get("kind") != "config":
             return 1  # the supervisor went away before it said what to serve
         config = from_dict(setup["config"])
+        config.reload = config.reload and bool(setup.get("autoreload"))  # one watcher per site is enough
         self.bus.graceful_timeout = config.graceful_timeout
         self._handle_signals()
         self._dump_stacks_on_abort(config)
@@ -74,7 +75,16 @@ class Worker:
     def _build(self, config: SiteConfig) -> Deployment:
         prepare_process(config)
         site = counted_site(build_site(config), self.counter)
-        return deploy(self.bus, config, site, own_process=False)
+        deployment = deploy(self.bus, config, site, own_process=False)
+        if "reload" in deployment.plugins:
+            # A restart of a worker (the autoreloader's, or the site's own) is a rolling reload of
+            # all of them: new workers first, then this one goes, so the site never stops serving.
+            self.bus.restart = self._ask_for_reload
+        return deployment
+
+    def _ask_for_reload(self) -> None:
+        self.bus.log("Asking the supervisor to reload the workers")
+        self.channel.send("reload")
 
     def _route_logs(self, config: SiteConfig) -> None:
         from ...plugins.logs import LogRouter
@@ -141,10 +151,18 @@ class Worker:
                 self.channel.send("stats", ask=message.get("ask"), **self.stats())
             elif kind == "retire":
                 self._retire(float(message.get("linger", 0)))
+            elif kind == "rearm":
+                self._rearm_autoreload()
         if not self.bus.exit_begun:
             self.bus.log("The supervisor is gone (its channel closed): exiting", level=30)
             self.bus.exit()
 
+
+    def _rearm_autoreload(self) -> None:
+        """The reload this worker asked for failed: watch again, so the next good save reloads."""
+        reloader = self.deployment.plugins.get("reload") if self.deployment is not None else None
+        if reloader is not None:
+            reloader.graceful()
 
     def _retire(self, linger: float) -> None:
         """Answer with Connection: close for ``linger`` seconds (if the servers honour it), then exit."""
