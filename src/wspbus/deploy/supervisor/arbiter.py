@@ -110,8 +110,9 @@ class Arbiter(SimplePlugin):
         self._call_soon(lambda pool: pool.broadcast("graceful"))
 
     def drain(self) -> None:
-        """Pass the drain on: every worker answers not-ready from now on."""
-        self._call_soon(lambda pool: pool.broadcast("drain"))
+        """Pass the drain on; return once every worker answers not-ready (or after a second)."""
+        if self.pool is not None and self._thread is not None:
+            self._run(self.pool.drain())
 
     def health(self) -> bool:
         """The 'health' listener (systemd's watchdog asks it): some worker of the generation serves."""

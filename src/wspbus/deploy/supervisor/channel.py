@@ -14,12 +14,13 @@ worker -> supervisor
 ``failed``             it could not start: ``status`` (69 or 78) and ``error`` (one line)
 ``stats``              an answer to ``stats``: ``requests`` served, ``rss`` bytes, ``ask`` echoed
 ``stopping``           its bus left STARTED: its servers stop accepting
+``drained``            an answer to ``drain``: it answers not-ready now (``ask`` echoed)
 ``heartbeat``          it is alive (with --worker-timeout): ``requests``, ``rss``
 ``reload``             its autoreloader saw a change: the supervisor starts a new generation
 supervisor -> worker
 ``config``             the first message: ``config`` (a SiteConfig as a dict), ``generation``,
                        ``heartbeat`` (seconds, or null), ``autoreload`` (this worker watches files)
-``drain``              readiness turns false (the supervisor is draining)
+``drain``              readiness turns false (the supervisor is draining); ``ask``
 ``graceful``           reopen logs and the like ('graceful' on the worker's bus)
 ``stats``              report counts now (``ask`` is echoed back)
 ``retire``             replaced: answer with ``Connection: close`` for ``linger`` s, then stop

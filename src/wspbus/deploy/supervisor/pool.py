@@ -129,7 +129,7 @@ class Pool:
             worker.failure = message
         elif kind == "stopping":
             worker.note_stopping()
-        elif kind in ("stats", "heartbeat"):
+        elif kind in ("stats", "heartbeat", "drained"):
             worker.requests = int(message.get("requests", worker.requests))
             worker.rss = int(message.get("rss", worker.rss))
             answer = self._answers.pop((worker.pid, message.get("ask") or 0), None)
@@ -245,10 +245,9 @@ class Pool:
             self.reload_ended()
         old = [worker for worker in self.workers if worker.generation != generation]
         self.generation = generation
-        linger = self._replace_all(old)
-        self.log("Generation %d serves: %s; the old workers finish their requests and exit"
-                 % (generation, self._pids(generation)))
-        await self._stopped_accepting(old, linger)
+        await self._stopped_accepting(old, self._replace_all(old))
+        self.log("Generation %d serves: %s; the old workers no longer accept connections, finish their "
+                 "requests and exit" % (generation, self._pids(generation)))
         return generation
 
     async def _stopped_accepting(self, workers: list[WorkerProcess], linger: float) -> None:
@@ -311,15 +310,23 @@ class Pool:
     # -- telling the workers -----------------------------------------------------------------
 
     def broadcast(self, kind: str) -> None:
-        """Send ``kind`` ('drain', 'graceful') to every worker; a drain also reaches later ones."""
-        if kind == "drain":
-            self.draining = True
+        """Send ``kind`` ('graceful') to every serving worker."""
         for worker in self.workers:
             if worker.state == "serving":
                 worker.send(kind)
 
+    async def drain(self, timeout: float = 1.0) -> None:
+        """Every worker (and every later one) answers not-ready; return once they said so (bounded)."""
+        self.draining = True
+        await self._ask_all("drain", timeout)
+
     async def collect_stats(self, timeout: float = 1.0) -> list[dict[str, Any]]:
         """Every worker's record, with counts each serving worker reports now (within ``timeout``)."""
+        await self._ask_all("stats", timeout)
+        return self.records()
+
+    async def _ask_all(self, kind: str, timeout: float) -> None:
+        """Send ``kind`` to every serving worker; wait until each answered (its answer echoes ``ask``)."""
         ask = next(self._asks)
         waiting = []
         for worker in self.workers:
@@ -327,12 +334,11 @@ class Pool:
                 answer: asyncio.Future[Message] = self.loop.create_future()
                 self._answers[worker.pid, ask] = answer
                 waiting.append(answer)
-                worker.send("stats", ask=ask)
+                worker.send(kind, ask=ask)
         if waiting:
             await asyncio.wait(waiting, timeout=timeout)
         for key in [key for key in self._answers if key[1] == ask]:
             self._answers.pop(key).cancel()
-        return self.records()
 
     def records(self) -> list[dict[str, Any]]:
         return [worker.record() for worker in sorted(self.workers, key=lambda w: (w.generation, w.slot))]

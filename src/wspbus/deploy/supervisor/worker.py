@@ -145,6 +145,7 @@ class Worker:
             kind = message.get("kind")
             if kind == "drain":
                 self.bus.publish("drain")
+                self.channel.send("drained", ask=message.get("ask"))
             elif kind == "graceful":
                 self.bus.graceful()
             elif kind == "stats":
