@@ -1,7 +1,8 @@
 """The command-line options of supervised serving, and the choice between the two modes.
 
 Kept here, so that the ``wspbus`` command (cli.py) only adds them to its ``serve`` parser and
-asks ``supervised(args)`` which way to run.
+asks ``supervised(args)`` which way to run. The default is a supervisor with one worker (the
+reasons and the cost are in docs/supervisor.md); ``--single-process`` serves without one.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("workers")
     mode = group.add_mutually_exclusive_group()
     mode.add_argument("-w", "--workers", metavar="N",
-                      help="run a supervisor and N worker processes (each a fresh interpreter with its own "
-                           "bus); reloads start new workers before stopping the old ones")
+                      help="how many worker processes the supervisor runs (default 1); each is a fresh "
+                           "interpreter with its own bus, and a reload starts new ones before stopping the old")
     mode.add_argument("--single-process", action="store_true",
-                      help="serve from this one process, which re-executes itself to reload (the default)")
+                      help="no supervisor: serve from this one process, which re-executes itself to reload")
     group.add_argument("--worker-timeout", metavar="SECONDS",
                        help="with --workers: a worker silent this long (hung) has its stacks logged and is replaced")
     group.add_argument("--start-timeout", metavar="SECONDS",
@@ -30,14 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def supervised(args: argparse.Namespace) -> bool:
-    """True when the site runs under a supervisor (--workers N)."""
-    return bool(getattr(args, "workers", None)) and not getattr(args, "single_process", False)
+    """True unless --single-process: a supervisor and --workers N (default 1) workers."""
+    return not getattr(args, "single_process", False)
 
 
 def pool_options(args: argparse.Namespace, config: SiteConfig) -> PoolOptions:
     """PoolOptions from the command line; ConfigError (one line, exit 78) for a bad value."""
     return PoolOptions(
-        workers=_count(args.workers),
+        workers=_count(args.workers or "1"),
         graceful_timeout=config.graceful_timeout,
         start_timeout=_seconds("--start-timeout", args.start_timeout, 60.0),
         worker_timeout=_seconds("--worker-timeout", args.worker_timeout, None),
