@@ -14,11 +14,11 @@ import copy
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from ..._core.bus import ChannelFailures
 from ..config import ConfigError, SiteConfig
-from ..launch import EX_CONFIG, EX_OK, EX_UNAVAILABLE, build_plugins, subscribe_all
+from ..launch import EX_CONFIG, EX_OK, EX_UNAVAILABLE, announce, build_plugins, subscribe_all
 from .arbiter import Arbiter, WorkerStartError
 from .control_socket import ControlSocket
 from .listeners import Listeners
@@ -127,7 +127,7 @@ def start(supervisor: Supervisor, out: TextIO | None = None) -> int:
             daemon.report_start_failure(status, line)
         print(line, file=sys.stderr, flush=True)
         return status
-    announce(supervisor, out)
+    announce(cast(Any, supervisor), out)  # a Deployment's banner(), config and bus, as launch prints them
     return EX_OK
 
 
@@ -139,16 +139,6 @@ def failure(exc: BaseException) -> tuple[int, str]:
             return EX_CONFIG, "wspbus: error: %s" % reason
     message = "; ".join(str(reason) or type(reason).__name__ for reason in reasons)
     return EX_UNAVAILABLE, "wspbus: error: the site could not start: %s" % message
-
-
-def announce(supervisor: Supervisor, out: TextIO | None = None) -> None:
-    """Print where the site serves, what is mounted and which processes serve it."""
-    out = out or sys.stdout
-    for line in supervisor.banner():
-        print("wspbus: " + line, file=out)
-        if supervisor.config.daemon:
-            supervisor.bus.log(line[0].upper() + line[1:])
-    out.flush()
 
 
 def supervise(config: SiteConfig, options: PoolOptions, bus: Any = None) -> int:
