@@ -1,7 +1,8 @@
 """Helpers for the supervisor's tests: a site on disk, `wspbus serve --workers N` on it, and clients.
 
 The app answers ``VERSION PID`` so a test sees which code and which worker answered; ``/slow?S``
-takes S seconds (and says so on stdout first), ``/spin`` holds the GIL forever (a hung worker), ``/crash`` ends the worker.
+takes S seconds (and says so on stdout first), ``/spin`` holds the GIL forever (a hung worker), ``/crash`` ends the worker,
+``/grow`` leaks 60 MB.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import os
 import time
 
 VERSION = %(version)r
+HOARD = []
 %(extra)s
 
 def app(environ, start_response):
@@ -39,6 +41,8 @@ def app(environ, start_response):
         sum(range(10 ** 13))  # one C call: the GIL is never released
     elif path == "/crash":
         os._exit(3)
+    elif path == "/grow":
+        HOARD.append(b"x" * 60_000_000)  # a leak: resident for good
     body = ("%%s %%d" %% (VERSION, os.getpid())).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]

@@ -34,6 +34,7 @@ from .heartbeat import BEATS_PER_TIMEOUT
 from .listeners import Listeners
 from .pool import Pool, PoolOptions
 from .process import WorkerFailed, WorkerProcess, spawn_worker
+from .recycling import request_limit
 from .settings import to_dict, worker_config
 
 __all__ = ["Arbiter", "WorkerStartError"]
@@ -180,7 +181,10 @@ class Arbiter(SimplePlugin):
 
     def _spawn(self, generation: int, slot: int) -> WorkerProcess:
         fds = [fd for server in self.listeners.fds() for fd in server]
-        setup = {**self._setup, "generation": generation, "autoreload": slot == 0}
+        options = self.options
+        setup = {**self._setup, "generation": generation, "autoreload": slot == 0,
+                 "max_requests": request_limit(options.max_requests, options.max_requests_jitter),
+                 "max_rss": options.max_worker_memory}
         return spawn_worker(generation, slot, fds, setup)
 
     def _heartbeat_interval(self) -> float | None:

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="no supervisor: serve from this one process, which re-executes itself to reload")
     group.add_argument("--worker-timeout", metavar="SECONDS",
                        help="with --workers: a worker silent this long (hung) has its stacks logged and is replaced")
+    group.add_argument("--max-requests", metavar="N",
+                       help="replace a worker (new one first) once it served N requests")
+    group.add_argument("--max-requests-jitter", metavar="J",
+                       help="add a random 0..J to each worker's --max-requests, so they are not all replaced at once")
+    group.add_argument("--max-worker-memory", metavar="MB",
+                       help="replace a worker (new one first) once its resident size passes MB megabytes")
     group.add_argument("--start-timeout", metavar="SECONDS",
                        help="with --workers: how long a worker may take to start (default 60; inf: no limit)")
 
@@ -38,16 +44,21 @@ def supervised(args: argparse.Namespace) -> bool:
 def pool_options(args: argparse.Namespace, config: SiteConfig) -> PoolOptions:
     """PoolOptions from the command line; ConfigError (one line, exit 78) for a bad value."""
     return PoolOptions(
-        workers=_count(args.workers or "1"),
+        workers=_count("--workers", args.workers or "1"),
         graceful_timeout=config.graceful_timeout,
         start_timeout=_seconds("--start-timeout", args.start_timeout, 60.0),
         worker_timeout=_seconds("--worker-timeout", args.worker_timeout, None),
+        max_requests=_count("--max-requests", args.max_requests) if args.max_requests else None,
+        max_requests_jitter=_count("--max-requests-jitter", args.max_requests_jitter, 0)
+        if args.max_requests_jitter else 0,
+        max_worker_memory=_count("--max-worker-memory", args.max_worker_memory) * 1_000_000
+        if args.max_worker_memory else None,
     )
 
 
-def _count(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise ConfigError("--workers: expected a whole number of at least 1, got %r" % text)
+def _count(option: str, text: str, least: int = 1) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < least:
+        raise ConfigError("%s: expected a whole number of at least %d, got %r" % (option, least, text))
     return int(text)
 
 

@@ -30,6 +30,8 @@ __all__ = ["Pool", "PoolOptions"]
 
 #: After SIGABRT (a hung worker dumping its stacks), how long before SIGKILL.
 KILL_GRACE = 1.0
+#: When the replacement of a worker past its limits could not start: the next try.
+RECYCLE_RETRY = 10.0
 #: How long a replaced worker answers with ``Connection: close`` before it stops (see counting.py):
 #: long enough for a busy keep-alive client to send one more request and be told to reconnect.
 RETIRE_LINGER = 0.5
@@ -45,6 +47,10 @@ class PoolOptions:
     graceful_timeout: float | None = 30.0
     start_timeout: float | None = 60.0
     worker_timeout: float | None = None
+    max_requests: int | None = None
+    max_requests_jitter: int = 0
+    #: Resident bytes past which a worker is replaced (--max-worker-memory).
+    max_worker_memory: int | None = None
 
 
 class Pool:
@@ -135,6 +141,8 @@ class Pool:
             answer = self._answers.pop((worker.pid, message.get("ask") or 0), None)
             if answer is not None and not answer.done():
                 answer.set_result(message)
+        elif kind == "recycle":
+            self._recycle(worker, str(message.get("reason")))
         elif kind == "reload":
             self.log("%r saw a source file change: reloading" % worker)
             self.request_reload().add_done_callback(lambda outcome: self._reload_asked(worker, outcome))
@@ -195,6 +203,27 @@ class Pool:
             self._replace_later(slot, generation, self.backoff.died(slot, None))
             return
         self.log("%r replaces the worker of slot %d" % (worker, slot))
+
+    def _recycle(self, worker: WorkerProcess, reason: str) -> None:
+        """A worker past its limits: start its replacement, retire it once the new one serves."""
+        if self.stopping or worker.stop_requested or worker.state != "serving" or worker.recycling:
+            return
+        worker.recycling = True
+        self.log("%r is replaced because %s; its replacement starts first" % (worker, reason))
+        self.loop.create_task(self._renew(worker, reason))
+
+    async def _renew(self, worker: WorkerProcess, reason: str) -> None:
+        try:
+            new = self._spawn(worker.generation, worker.slot)
+            assert new.started is not None
+            await new.started
+        except (WorkerFailed, OSError) as failure:
+            self.log("The replacement of %r could not start: %s; it keeps serving, next try in %g s"
+                     % (worker, failure, RECYCLE_RETRY), level=40)
+            worker.recycling = False
+            self.loop.call_later(RECYCLE_RETRY, self._recycle, worker, reason)
+            return
+        self._replace_all([worker])
 
     # -- reloading ---------------------------------------------------------------------------
 

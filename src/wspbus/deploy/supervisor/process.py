@@ -66,6 +66,8 @@ class WorkerProcess:
         self.failure: Message | None = None
         #: The supervisor asked it to end (a reload, a stop, a scale-down): its end is no crash.
         self.stop_requested = False
+        #: It asked to be replaced (--max-requests, --max-worker-memory) and its replacement starts.
+        self.recycling = False
         self._reader = LineReader()
         self._pidfd: int | None = None
         self.started: asyncio.Future[Message] | None = None

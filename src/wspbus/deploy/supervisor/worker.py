@@ -25,6 +25,7 @@ from ..launch import EX_CONFIG, EX_UNAVAILABLE, Deployment, build_site, deploy, 
 from .channel import Message, WorkerChannel
 from .counting import RequestCounter, counted_site, resident_bytes
 from .heartbeat import Heartbeat
+from .recycling import Recycler
 from .settings import from_dict
 
 __all__ = ["main"]
@@ -66,6 +67,7 @@ class Worker:
             self.bus.start()
         except Exception as exc:
             return self._failed(EX_UNAVAILABLE, start_failure(exc))
+        self._watch_limits(setup)
         self._report_started(setup)
         self.bus.block()
         return int(self.bus.exit_code)
@@ -130,6 +132,13 @@ class Worker:
         if isinstance(interval, (int, float)) and interval > 0:
             self.heartbeat = Heartbeat(self.channel, float(interval), self.stats)
             self.heartbeat.start()
+
+    def _watch_limits(self, setup: Message) -> None:
+        """--max-requests and --max-worker-memory: ask to be replaced once past either."""
+        recycler = Recycler(lambda reason: self.channel.send("recycle", reason=reason),
+                            setup.get("max_requests"), setup.get("max_rss"))
+        if recycler.active:
+            self.counter.on_count = recycler.counted
 
     def _state_changed(self, state: Any) -> None:
         """Tell the supervisor when the bus leaves STARTED: the servers stop accepting now."""
