@@ -62,12 +62,14 @@ class Site:
         self.spawn = spawn
         self.child: Child | None = None
         self.url = ""
+        #: More environment for the processes started from now on.
+        self.env_extra: dict[str, str] = {}
         self.write_app()
 
     @property
     def env(self) -> dict[str, str]:
         # No bytecode: a rewritten app of the same size within the same second must not look unchanged.
-        return {TAG_ENV: self.tag, "PYTHONDONTWRITEBYTECODE": "1"}
+        return {TAG_ENV: self.tag, "PYTHONDONTWRITEBYTECODE": "1", **self.env_extra}
 
     def write_app(self, version: str = "v1", extra: str = "") -> None:
         """(Re)write site_app.py whole (rename), as a deploy would."""
