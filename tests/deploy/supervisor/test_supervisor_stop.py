@@ -5,9 +5,10 @@ from __future__ import annotations
 import concurrent.futures
 import re
 import signal
+import textwrap
 import time
 
-from supervised import tagged_pids
+from supervised import tagged_pids, wait_gone
 
 
 def _in_flight(site, count: int, seconds: float) -> list[concurrent.futures.Future]:
@@ -60,3 +61,22 @@ def test_wspbus_stop_waits_for_the_supervisor_and_its_workers(site):
     assert not any(pid in tagged_pids(site.tag) for pid in workers)
     assert site.run("status", "--pidfile", site.pidfile).returncode == 3
     assert not (site.run_dir / "site.control.sock").exists()
+
+
+def test_sigterm_while_the_workers_start_ends_the_site_cleanly(site):
+    (site.app_dir / "slow_start.py").write_text(textwrap.dedent("""
+        import threading
+        import wspbus
+
+        # A start listener after the servers (75) that takes a while: a pool warming up, say.
+        wspbus.bus.subscribe("start", lambda: threading.Event().wait(1.5), priority=80)
+    """))
+    child = site.serve("--import", "slow_start", workers=2, expect_banner=False)
+    for _ in range(2):
+        child.expect(r"\[worker (\d+)\] Serving on")
+    child.send(signal.SIGTERM)
+    assert child.wait() == 0
+    output = child.output()
+    assert "wspbus: serving" not in output and "wspbus: error" not in output
+    assert len(re.findall(r"SIGTERM while starting: stopping now that the start is over", output)) == 2
+    wait_gone(tagged_pids(site.tag))

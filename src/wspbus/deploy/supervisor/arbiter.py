@@ -64,6 +64,9 @@ class Arbiter(SimplePlugin):
         self.on_reload: Callable[[bool], None] = lambda begins: None
         self._thread: LoopThread | None = None
         self._setup: dict[str, Any] = {}
+        self._starting = False
+        #: A stop came while generation 1 was starting (a SIGTERM during the start): its failure is no error.
+        self.interrupted = False
 
     def subscribe(self) -> None:
         self.bus.declare_channel(DRAIN_CHANNEL)
@@ -81,10 +84,15 @@ class Arbiter(SimplePlugin):
         if self._thread is None:
             self._thread = LoopThread("wspbus supervisor")
         self.pool = self._new_pool()
+        self._starting = True
         try:
             self._run(self.pool.first_start())
         except WorkerFailed as failure:
+            if self.interrupted:
+                failure = WorkerFailed(0, "the site was told to stop while its workers were starting")
             raise WorkerStartError(failure) from None
+        finally:
+            self._starting = False
         if self.control is not None:
             self._run(self.control.serve(self.answer))
 
@@ -95,6 +103,7 @@ class Arbiter(SimplePlugin):
         pool = self.pool
         if pool is None or self._thread is None:
             return
+        self.interrupted = self._starting
         if self.control is not None:
             self._thread.call_soon(self.control.close_server)
         self._run(pool.stop_all())

@@ -122,6 +122,8 @@ def start(supervisor: Supervisor, out: TextIO | None = None) -> int:
     try:
         supervisor.bus.start()
     except Exception as exc:
+        if supervisor.arbiter.interrupted:  # told to stop while starting: a stop, not a failure
+            return EX_OK
         status, line = failure(exc)
         if daemon is not None:
             daemon.report_start_failure(status, line)
@@ -156,4 +158,4 @@ def supervise(config: SiteConfig, options: PoolOptions, bus: Any = None) -> int:
     if status != EX_OK:
         return status
     bus.block()
-    return int(bus.exit_code)
+    return EX_OK if supervisor.arbiter.interrupted else int(bus.exit_code)

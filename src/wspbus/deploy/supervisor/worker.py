@@ -47,6 +47,9 @@ class Worker:
         self.deployment: Deployment | None = None
         self.heartbeat: Heartbeat | None = None
         self._fault_file: TextIO | None = None
+        self._gate = threading.Lock()
+        self._serving = False
+        self._stop_when_started = False
 
     def run(self) -> int:
         """The worker's exit status: 0 after a clean stop, 69/78 when it could not start."""
@@ -67,10 +70,29 @@ class Worker:
             self.bus.start()
         except Exception as exc:
             return self._failed(EX_UNAVAILABLE, start_failure(exc))
+        if not self._begin_serving():
+            self.bus.log("SIGTERM while starting: stopping now that the start is over")
+            self.bus.exit()
+            return int(self.bus.exit_code)
         self._watch_limits(setup)
         self._report_started(setup)
         self.bus.block()
         return int(self.bus.exit_code)
+
+    def _begin_serving(self) -> bool:
+        """From now on SIGTERM exits at once; False if one came during the start."""
+        with self._gate:
+            self._serving = True
+            return not self._stop_when_started
+
+    def _terminate(self) -> None:
+        """SIGTERM: exit; during the start, once the start is over (an exit must not race a start,
+        or the bus ends STARTED after EXITED, a worker that neither serves nor ends)."""
+        with self._gate:
+            if not self._serving:
+                self._stop_when_started = True
+                return
+        self.bus.exit()
 
     # -- building ---------------------------------------------------------------------------
 
@@ -104,7 +126,7 @@ class Worker:
         for name in IGNORED_SIGNALS:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
         handler = SignalHandler(self.bus)
-        handler.handlers = {"SIGTERM": self.bus.exit, "SIGUSR1": self.bus.graceful}
+        handler.handlers = {"SIGTERM": self._terminate, "SIGUSR1": self.bus.graceful}
         handler.subscribe()
 
     def _dump_stacks_on_abort(self, config: SiteConfig) -> None:
