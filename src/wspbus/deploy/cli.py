@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import NoReturn
 
 from .exits import EX_CONFIG, EX_USAGE, EXIT_STATUSES
@@ -151,7 +152,7 @@ def serve(args: argparse.Namespace) -> int:
     return launch(site)
 
 
-def _supervisor_options():
+def _supervisor_options() -> ModuleType:
     from .supervisor import options
 
     return options

@@ -36,9 +36,11 @@ def test_a_reload_into_code_that_fails_to_import_keeps_the_old_code_serving(site
         site.write_app(version="v2", extra="raise ImportError('no module named psycopg9')")
         result = site.run("reload", "--pidfile", site.pidfile)
         assert result.returncode == 1
+        source = site.app_dir / "site_app.py"
+        line = source.read_text().splitlines().index("raise ImportError('no module named psycopg9')") + 1
         assert result.stderr.strip() == (
             "wspbus: reload failed, the old workers keep serving: command line: app 'site_app:app': importing "
-            "'site_app' failed: ImportError: no module named psycopg9 (at %s:6)" % (site.app_dir / "site_app.py"))
+            "'site_app' failed: ImportError: no module named psycopg9 (at %s:%d)" % (source, line))
         site.child.expect(r"ERROR Reload failed: generation 2 could not start: .*psycopg9.*; generation 1 keeps serving")
         served_before = len(kept.bodies)
         kept.wait_for("v1")

@@ -8,9 +8,12 @@ reasons and the cost are in docs/supervisor.md); ``--single-process`` serves wit
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError, SiteConfig
-from .pool import PoolOptions
+
+if TYPE_CHECKING:  # the pool (asyncio, subprocess) is imported only to serve, not to parse a command line
+    from .pool import PoolOptions
 
 __all__ = ["add_arguments", "pool_options", "supervised"]
 
@@ -43,6 +46,8 @@ def supervised(args: argparse.Namespace) -> bool:
 
 def pool_options(args: argparse.Namespace, config: SiteConfig) -> PoolOptions:
     """PoolOptions from the command line; ConfigError (one line, exit 78) for a bad value."""
+    from .pool import PoolOptions
+
     return PoolOptions(
         workers=_count("--workers", args.workers or "1"),
         graceful_timeout=config.graceful_timeout,

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..control import StatusFile
+from ...plugins.status import StatusFile
 from ..config import SiteConfig
 from .pool import Pool
 

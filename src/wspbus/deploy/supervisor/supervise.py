@@ -18,7 +18,8 @@ from typing import Any, TextIO, cast
 
 from ..._core.bus import ChannelFailures
 from ..config import ConfigError, SiteConfig
-from ..launch import EX_CONFIG, EX_OK, EX_UNAVAILABLE, announce, build_plugins, subscribe_all
+from ..exits import EX_CONFIG, EX_OK, EX_UNAVAILABLE
+from ..launch import announce, build_plugins, subscribe_all
 from .arbiter import Arbiter, WorkerStartError
 from .control_socket import ControlSocket
 from .listeners import Listeners

@@ -21,7 +21,8 @@ import threading
 from typing import Any, TextIO
 
 from ..config import ConfigError, SiteConfig
-from ..launch import EX_CONFIG, EX_UNAVAILABLE, Deployment, build_site, deploy, prepare_process
+from ..exits import EX_CONFIG, EX_UNAVAILABLE
+from ..launch import Deployment, build_site, deploy, prepare_process
 from .channel import Message, WorkerChannel
 from .counting import RequestCounter, counted_site, resident_bytes
 from .heartbeat import Heartbeat
