@@ -10,6 +10,9 @@ A *generation* is the set of workers started from the same code. The first start
 only once every new worker reported STARTED are the old ones stopped, so some worker is always
 ready; a generation that cannot start is discarded and g keeps serving. Reload requests that
 arrive while one runs are merged into the next one, which imports the newest code.
+
+(A little over 400 lines: generations, replacements, recycling and the stop share one state on
+one thread; what stands alone is in backoff.py, heartbeat.py and recycling.py.)
 """
 
 from __future__ import annotations
@@ -24,12 +27,11 @@ from typing import Any
 
 from .backoff import Backoff
 from .channel import Message
+from .heartbeat import KILL_GRACE, HungWorkers
 from .process import WorkerFailed, WorkerProcess, describe_exit
 
 __all__ = ["Pool", "PoolOptions"]
 
-#: After SIGABRT (a hung worker dumping its stacks), how long before SIGKILL.
-KILL_GRACE = 1.0
 #: When the replacement of a worker past its limits could not start: the next try.
 RECYCLE_RETRY = 10.0
 #: How long a replaced worker answers with ``Connection: close`` before it stops (see counting.py):
@@ -80,6 +82,7 @@ class Pool:
         self._answers: dict[tuple[int, int], asyncio.Future[Message]] = {}
         self._next_reload: asyncio.Future[int] | None = None
         self._reloads: asyncio.Task[None] | None = None
+        self.hung = HungWorkers(loop, options.worker_timeout, log) if options.worker_timeout else None
 
     # -- starting workers ---------------------------------------------------------------------
 
@@ -155,7 +158,8 @@ class Pool:
             worker.send("drain")
         if worker.started is not None and not worker.started.done():
             worker.started.set_result(message)
-        self._watch_heartbeat(worker)
+        if self.hung is not None:
+            self.hung.watch(worker)
         self.changed()
 
     def _on_exit(self, worker: WorkerProcess) -> None:
@@ -199,6 +203,8 @@ class Pool:
             assert worker.started is not None
             await worker.started
         except (WorkerFailed, OSError) as failure:
+            if self.stopping:
+                return  # stopped on purpose: no failure to report
             self.log("A replacement worker for slot %d could not start: %s" % (slot, failure), level=40)
             self._replace_later(slot, generation, self.backoff.died(slot, None))
             return
@@ -267,6 +273,8 @@ class Pool:
         try:
             await self._start_generation(generation, range(self.target))
         except WorkerFailed as failure:
+            if self.stopping:
+                raise WorkerFailed(1, "the site is stopping") from None
             self.log("Reload failed: generation %d could not start: %s; generation %d keeps serving"
                      % (generation, failure.line, self.generation), level=40)
             raise
@@ -391,31 +399,6 @@ class Pool:
         self.log("SIGTTOU: %d worker%s" % (self.target, "s"[:self.target > 1]))
         self.backoff.forget(self.target)
         self._replace_all(w for w in self.workers if w.slot >= self.target)
-
-    # -- hung workers ------------------------------------------------------------------------
-
-    def _watch_heartbeat(self, worker: WorkerProcess) -> None:
-        timeout = self.options.worker_timeout
-        if timeout is not None:
-            self.loop.call_later(timeout, self._check_heartbeat, worker)
-
-    def _check_heartbeat(self, worker: WorkerProcess) -> None:
-        """At the deadline: heard since? then wait for the next one; else the worker is hung."""
-        timeout = self.options.worker_timeout
-        if timeout is None or not worker.alive or worker.stop_requested:
-            return
-        silent = time.monotonic() - worker.last_heard
-        if silent < timeout:
-            self.loop.call_later(timeout - silent, self._check_heartbeat, worker)
-            return
-        self.log("%r sent no heartbeat for %.1f s (--worker-timeout %g): dumping its stacks to the log "
-                 "(SIGABRT) and replacing it" % (worker, silent, timeout), level=40)
-        worker.signal(signal.SIGABRT)
-        self.loop.call_later(KILL_GRACE, self._kill_if_alive, worker)
-
-    def _kill_if_alive(self, worker: WorkerProcess) -> None:
-        if worker.alive:
-            worker.signal(signal.SIGKILL)
 
     def _pids(self, generation: int) -> str:
         pids = [str(w.pid) for w in self.workers if w.generation == generation]
