@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import re
 import signal
 import textwrap
@@ -111,3 +112,20 @@ def test_status_json_lists_the_workers_with_their_counts(site):
     assert sum(worker["requests"] for worker in workers) == 10
     text = site.run("status", "--pidfile", site.pidfile).stdout
     assert re.search(r"^worker %d: serving, generation 1" % workers[0]["pid"], text, re.M)
+
+
+def test_one_error_log_and_one_access_log_for_all_workers_with_whole_lines(site):
+    error_log, access_log = site.run_dir / "error.log", site.run_dir / "access.log"
+    child = site.serve("--log-file", error_log, "--access-log", access_log, workers=3)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        assert all(status == 200 for status, _ in pool.map(lambda n: site.get("/page/%d" % n), range(300)))
+    child.send(signal.SIGTERM)
+    assert child.wait() == 0
+    lines = access_log.read_text().splitlines()
+    assert len(lines) == 300
+    assert all(re.fullmatch(r'\S+ - - \[[^]]+\] "GET /page/\d+ HTTP/1\.1" 200 \d+ "-" "[^"]*"', line) for line in lines)
+    assert sorted(int(re.search(r"/page/(\d+)", line).group(1)) for line in lines) == list(range(300))
+    errors = error_log.read_text().splitlines()
+    workers = {int(pid) for pid in re.findall(r"^\S+ INFO \[worker (\d+)\] Bus STARTED$", "\n".join(errors), re.M)}
+    assert len(workers) == 3
+    assert all(re.match(r"\S+ [A-Z]+ ", line) for line in errors)  # whole lines, none torn
