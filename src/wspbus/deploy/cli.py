@@ -136,6 +136,7 @@ def serve(args: argparse.Namespace) -> int:
             "daemon": args.daemon, "pidfile": args.pidfile, "reload": args.reload,
             "log_file": args.log_file, "access_log": args.access_log, "log_level": args.log_level,
             "paste": args.paste,
+            "workers": args.workers,
         })
         _config.command_line_apps(args.apps, args.protocol, site)
         _paste.prepare(site)  # its [server:main], before --bind/--server/--threads override it

@@ -214,6 +214,7 @@ class SiteConfig:
     access_log: str | None = None
     log_level: str = "info"
     paste: str | None = None  # FILE.ini[#name]: the site is that Paste Deploy file's app (deploy/paste.py)
+    workers: int | None = None  # worker processes under the supervisor (deploy/supervisor); None: 1
     servers: list[ServerConfig] = field(default_factory=list)
     apps: list[AppConfig] = field(default_factory=list)
     plugins: dict[str, PluginConfig] = field(default_factory=dict)
@@ -257,6 +258,7 @@ def _site_fields(base: str) -> Fields:
         "access_log": ("access_log", _path(base)),
         "log_level": ("log_level", _log_level),
         "paste": ("paste", _paste(base)),
+        "workers": ("workers", _positive_int),
     }
 
 

@@ -77,9 +77,10 @@ class Site:
         temporary.write_text(textwrap.dedent(APP % {"version": version, "extra": textwrap.dedent(extra)}))
         os.replace(temporary, self.app_dir / "site_app.py")
 
-    def serve(self, *args: str, workers: int = 2, expect_banner: bool = True) -> Child:
+    def serve(self, *args: str, workers: int | None = 2, expect_banner: bool = True) -> Child:
         """Start ``wspbus serve --workers N`` on the app; wait for its banner (the supervisor STARTED)."""
-        command = [*WSPBUS, "serve", "--workers", str(workers), "--chdir", str(self.app_dir),
+        count = ["--workers", str(workers)] if workers is not None else []
+        command = [*WSPBUS, "serve", *count, "--chdir", str(self.app_dir),
                    "--pidfile", str(self.pidfile), "-b", "127.0.0.1:0", *map(str, args), "site_app:app"]
         self.child = self.spawn(command, env=self.env, cwd=self.app_dir)
         if expect_banner:

@@ -129,3 +129,15 @@ def test_one_error_log_and_one_access_log_for_all_workers_with_whole_lines(site)
     workers = {int(pid) for pid in re.findall(r"^\S+ INFO \[worker (\d+)\] Bus STARTED$", "\n".join(errors), re.M)}
     assert len(workers) == 3
     assert all(re.match(r"\S+ [A-Z]+ ", line) for line in errors)  # whole lines, none torn
+
+
+def test_the_number_of_workers_may_come_from_the_site_file(site):
+    (site.app_dir / "site.toml").write_text("[site]\nworkers = 3\n")
+    site.serve("--config", site.app_dir / "site.toml", workers=None)
+    assert len(site.worker_pids()) == 3
+
+
+def test_a_bad_number_of_workers_is_a_configuration_error(site):
+    result = site.run("serve", "--workers", "0", "--chdir", site.app_dir, "site_app:app")
+    assert result.returncode == 78
+    assert one_error_line(result.stderr) == "wspbus: error: --workers: expected a whole number of at least 1, got '0'"

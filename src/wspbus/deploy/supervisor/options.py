@@ -49,7 +49,7 @@ def pool_options(args: argparse.Namespace, config: SiteConfig) -> PoolOptions:
     from .pool import PoolOptions
 
     return PoolOptions(
-        workers=_count("--workers", args.workers or "1"),
+        workers=config.workers or 1,  # --workers went into the configuration ([site] workers)
         graceful_timeout=config.graceful_timeout,
         start_timeout=_seconds("--start-timeout", args.start_timeout, 60.0),
         worker_timeout=_seconds("--worker-timeout", args.worker_timeout, None),
