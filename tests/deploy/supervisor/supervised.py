@@ -77,11 +77,11 @@ class Site:
         temporary.write_text(textwrap.dedent(APP % {"version": version, "extra": textwrap.dedent(extra)}))
         os.replace(temporary, self.app_dir / "site_app.py")
 
-    def serve(self, *args: str, workers: int | None = 2, expect_banner: bool = True) -> Child:
+    def serve(self, *args: str, workers: int | None = 2, expect_banner: bool = True, app: str = "site_app:app") -> Child:
         """Start ``wspbus serve --workers N`` on the app; wait for its banner (the supervisor STARTED)."""
         count = ["--workers", str(workers)] if workers is not None else []
         command = [*WSPBUS, "serve", *count, "--chdir", str(self.app_dir),
-                   "--pidfile", str(self.pidfile), "-b", "127.0.0.1:0", *map(str, args), "site_app:app"]
+                   "--pidfile", str(self.pidfile), "-b", "127.0.0.1:0", *map(str, args), app]
         self.child = self.spawn(command, env=self.env, cwd=self.app_dir)
         if expect_banner:
             self.url = self.child.expect(r"^wspbus: serving (\S+)$").group(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 import threading
 import time
 
@@ -34,3 +35,29 @@ def _ignore_errors(call, *args):
         call(*args)
     except OSError:
         pass  # the worker it hung was killed: no answer will come
+
+
+def test_an_asgi_worker_whose_event_loop_is_blocked_is_replaced_too(site):
+    (site.app_dir / "blocking_asgi.py").write_text(textwrap.dedent("""
+        import os
+        import time
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            if scope["path"] == "/block":
+                time.sleep(60)  # a synchronous call in an async handler: the GIL is free, the loop is not
+            body = b"%d" % os.getpid()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+    """))
+    child = site.serve("--worker-timeout", "2", workers=1, app="blocking_asgi:app")
+    blocked = int(site.get()[1])  # a first request: the heartbeats now go through the loop
+    threading.Thread(target=_ignore_errors, args=(site.get, "/block", 30), daemon=True).start()
+    silent, _ = _wait_for_silence(child)
+    assert silent == blocked
+    child.expect(r"replaces the worker of slot 0", timeout=10)
+    assert re.search(r'File "%s", line \d+ in app' % re.escape(str(site.app_dir / "blocking_asgi.py")),
+                     "\n".join(child.lines))
+    wait_gone([blocked])
+    assert int(site.get()[1]) != blocked

@@ -15,6 +15,7 @@ wsgiref refuse hop-by-hop headers from WSGI apps.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -38,6 +39,8 @@ class RequestCounter:
         self.on_count: Callable[[int], None] | None = None
         #: Answer with ``Connection: close`` from now on (the worker is retiring).
         self.closing = False
+        #: The event loop the ASGI apps run on, once one of them was called (heartbeats go through it).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def count(self) -> int:
@@ -66,6 +69,8 @@ class RequestCounter:
 
     def _wrap_asgi(self, app: Callable[..., Any]) -> Callable[..., Any]:
         async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if self.loop is None:
+                self.loop = asyncio.get_running_loop()
             if scope.get("type") in ("http", "websocket"):
                 self.add()
                 if self.closing and scope["type"] == "http":

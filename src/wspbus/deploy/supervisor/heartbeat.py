@@ -1,11 +1,11 @@
 """Heartbeats: a worker says it is alive (Heartbeat); the supervisor notices when it stops (HungWorkers).
 
 Only with ``--worker-timeout S``. The worker sends a ``heartbeat`` message (with its counts)
-every S/4 seconds from a thread of its own. A Python thread runs only while it can take the
-GIL, so a worker stuck in a loop that holds the GIL (a C call that never releases it, a
-deadlock on the import lock) or stopped altogether falls silent; the supervisor, which keeps
-one deadline per worker and pushes it back at each message, then has the worker dump its
-stacks and replaces it. No file is touched and polled.
+every S/4 seconds: from its event loop when the site is ASGI (a loop blocked by a synchronous
+call in a handler falls silent), else from a thread of its own (a Python thread runs only while
+it can take the GIL, so a worker stuck in a call that holds the GIL, or stopped altogether,
+falls silent). The supervisor keeps one deadline per worker and pushes it back at each message;
+a silent worker has its stacks dumped and is replaced. No file is touched and polled.
 """
 
 from __future__ import annotations
@@ -33,12 +33,19 @@ class _Sender(Protocol):
 
 
 class Heartbeat:
-    """Sends ``heartbeat`` every ``interval`` seconds until the channel is gone or stop() is called."""
+    """Sends ``heartbeat`` every ``interval`` seconds until the channel is gone or stop() is called.
 
-    def __init__(self, channel: _Sender, interval: float, stats: Callable[[], dict[str, int]]) -> None:
+    When the site has an event loop (an ASGI site: ``loop_of()`` returns it), each beat is sent
+    from that loop, so a loop blocked by a synchronous call in a handler falls silent too, even
+    though it released the GIL; otherwise it is sent from this thread.
+    """
+
+    def __init__(self, channel: _Sender, interval: float, stats: Callable[[], dict[str, int]],
+                 loop_of: Callable[[], asyncio.AbstractEventLoop | None] = lambda: None) -> None:
         self.channel = channel
         self.interval = interval
         self.stats = stats
+        self.loop_of = loop_of
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -49,8 +56,18 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stopped.wait(self.interval):
-            if not self.channel.send("heartbeat", **self.stats()):
-                return  # the supervisor is gone; the channel reader ends the worker
+            loop = self.loop_of()
+            if loop is None or loop.is_closed():
+                self._send()
+                continue
+            try:
+                loop.call_soon_threadsafe(self._send)
+            except RuntimeError:
+                self._send()  # the loop closed in between
+
+    def _send(self) -> None:
+        if not self.channel.send("heartbeat", **self.stats()):
+            self._stopped.set()  # the supervisor is gone; the channel reader ends the worker
 
 
 class HungWorkers:

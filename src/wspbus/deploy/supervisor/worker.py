@@ -153,7 +153,7 @@ class Worker:
         threading.Thread(target=self._obey, name="wspbus supervisor channel", daemon=True).start()
         interval = setup.get("heartbeat")
         if isinstance(interval, (int, float)) and interval > 0:
-            self.heartbeat = Heartbeat(self.channel, float(interval), self.stats)
+            self.heartbeat = Heartbeat(self.channel, float(interval), self.stats, lambda: self.counter.loop)
             self.heartbeat.start()
 
     def _watch_limits(self, setup: Message) -> None:
