@@ -7,7 +7,7 @@ import signal
 import threading
 
 from serve_support import SteadyClient
-from supervised import KeepAliveClient
+from supervised import KeepAliveClient, tagged_pids, wait_gone
 
 
 def test_five_reloads_serve_fresh_code_with_no_failed_request(site):
@@ -86,3 +86,18 @@ def test_a_burst_of_reloads_coalesces_and_ends_on_the_newest_code(site):
     assert site.get()[1].startswith("v3 ")
     child.send(signal.SIGTERM)
     assert child.wait() == 0
+
+
+def test_signals_right_after_a_reload_leave_a_serving_site_or_an_exited_one(site):
+    child = site.serve(workers=2)
+    site.write_app(version="v2")
+    child.send(signal.SIGHUP)
+    child.send(signal.SIGHUP)  # a second one while the first reload starts: merged, not fatal
+    assert site.run("reload", "--pidfile", site.pidfile).returncode == 0  # returns once the newest serves
+    assert site.get()[1].startswith("v2 ")
+    generation = site.status()["generation"]
+    child.send(signal.SIGHUP)
+    child.expect(r"Reload: starting generation %d" % (generation + 1))
+    child.send(signal.SIGTERM)  # while the new generation starts
+    assert child.wait() == 0
+    wait_gone(tagged_pids(site.tag))
