@@ -21,9 +21,9 @@ import asyncio
 import itertools
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .backoff import Backoff
 from .channel import Message
@@ -39,6 +39,7 @@ RECYCLE_RETRY = 10.0
 RETIRE_LINGER = 0.5
 
 Log = Callable[..., None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Pool:
         self._next_reload: asyncio.Future[int] | None = None
         self._reloads: asyncio.Task[None] | None = None
         self.hung = HungWorkers(loop, options.worker_timeout, log) if options.worker_timeout else None
+        self._tasks: set[asyncio.Task[Any]] = set()  # the loop keeps only weak references to tasks
 
     # -- starting workers ---------------------------------------------------------------------
 
@@ -188,7 +190,7 @@ class Pool:
 
     def _replace_now(self, slot: int, generation: int) -> None:
         if self._slot_wanted(slot, generation):
-            self.loop.create_task(self._replace(slot))
+            self._task(self._replace(slot))
 
     def _slot_wanted(self, slot: int, generation: int) -> bool:
         """The slot of that generation still needs a worker (no stop, no reload or scale-down since)."""
@@ -216,7 +218,7 @@ class Pool:
             return
         worker.recycling = True
         self.log("%r is replaced because %s; its replacement starts first" % (worker, reason))
-        self.loop.create_task(self._renew(worker, reason))
+        self._task(self._renew(worker, reason))
 
     async def _renew(self, worker: WorkerProcess, reason: str) -> None:
         try:
@@ -247,7 +249,7 @@ class Pool:
             self._next_reload = _quiet(self.loop.create_future())
         future = self._next_reload
         if self._reloads is None or self._reloads.done():
-            self._reloads = self.loop.create_task(self._run_reloads())
+            self._reloads = self._task(self._run_reloads())
         return future
 
     def _reload_asked(self, worker: WorkerProcess, outcome: asyncio.Future[int]) -> None:
@@ -399,6 +401,13 @@ class Pool:
         self.log("SIGTTOU: %d worker%s" % (self.target, "s"[:self.target > 1]))
         self.backoff.forget(self.target)
         self._replace_all(w for w in self.workers if w.slot >= self.target)
+
+    def _task(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coroutine`` on the loop, holding on to its task until it is done."""
+        task = self.loop.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _pids(self, generation: int) -> str:
         pids = [str(w.pid) for w in self.workers if w.generation == generation]
