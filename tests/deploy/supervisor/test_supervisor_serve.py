@@ -112,6 +112,10 @@ def test_status_json_lists_the_workers_with_their_counts(site):
     assert sum(worker["requests"] for worker in workers) == 10
     text = site.run("status", "--pidfile", site.pidfile).stdout
     assert re.search(r"^worker %d: serving, generation 1" % workers[0]["pid"], text, re.M)
+    import json
+
+    kept = json.loads((site.run_dir / "site.status.json").read_text())  # as of the last change
+    assert kept["generation"] == 1 and sorted(w["pid"] for w in kept["workers"]) == sorted(w["pid"] for w in workers)
 
 
 def test_one_error_log_and_one_access_log_for_all_workers_with_whole_lines(site):

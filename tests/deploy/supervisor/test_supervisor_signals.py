@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import socket
@@ -80,3 +81,40 @@ def test_systemd_hears_ready_once_every_worker_serves_and_reloading_during_a_rel
     assert child.wait() == 0
     assert pid == child.pid and all(sender == child.pid for sender, _ in before)  # workers never notify
     recorder.sock.close()
+
+
+def test_the_watchdog_pings_only_while_a_worker_serves(site):
+    recorder = NotifyRecorder()
+    site.env_extra = {"NOTIFY_SOCKET": recorder.value, "WATCHDOG_USEC": "200000"}  # a ping every 0.1 s
+    site.write_app(extra="""
+        import wspbus
+        wspbus.bus.subscribe("start", lambda: os.path.exists("broken") and 1 / 0)  # replacements fail while it exists
+    """)
+    child = site.serve(workers=1)
+    recorder.expect("READY")
+    assert recorder.expect("WATCHDOG")[0] == child.pid
+    (site.app_dir / "broken").touch()
+    os.kill(site.worker_pids()[0], signal.SIGKILL)
+    child.expect(r"A replacement worker for slot 0 could not start")
+    _drain(recorder)
+    assert not [fields for _, fields in _collect(recorder, 0.5) if "WATCHDOG" in fields]  # no worker: no pings
+    (site.app_dir / "broken").unlink()
+    child.expect(r"replaces the worker of slot 0", timeout=DEADLINE + 5)
+    assert recorder.expect("WATCHDOG")[0] == child.pid  # pings again
+
+
+def _drain(recorder: NotifyRecorder) -> None:
+    """Forget what was sent before now (a ping may have been on its way)."""
+    _collect(recorder, 0.15)
+
+
+def _collect(recorder: NotifyRecorder, seconds: float) -> list:
+    import time
+
+    got, end = [], time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        try:
+            got.append(recorder.messages.get(timeout=left))
+        except queue.Empty:
+            break
+    return got
