@@ -100,6 +100,14 @@ class Site:
         status, body = get(self.url, path, timeout)
         return status, body.decode()
 
+    def get_until(self, prefix: str, timeout: float = DEADLINE) -> str:
+        """GET / until the body starts with ``prefix`` (an old worker may answer while it stops)."""
+        deadline = time.monotonic() + timeout
+        while not (body := self.get()[1]).startswith(prefix):
+            assert time.monotonic() < deadline, "still %r, expected %r" % (body, prefix)
+            time.sleep(0.01)  # test side only
+        return body
+
     def status(self) -> dict:
         result = self.run("status", "--json", "--pidfile", self.pidfile)
         assert result.returncode == 0, result.stderr

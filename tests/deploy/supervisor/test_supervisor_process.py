@@ -21,10 +21,10 @@ def test_daemon_mode_returns_once_the_workers_serve_and_is_controlled_by_its_pid
     record = site.status()
     assert record["pid"] == pid and len(record["workers"]) == 2
     site.url = record["binds"][0]
-    assert site.get()[1].startswith("v1 ")
+    site.get_until("v1 ")
     site.write_app(version="v2")
     assert site.run("reload", "--pidfile", site.pidfile).returncode == 0
-    assert site.get()[1].startswith("v2 ")
+    site.get_until("v2 ")
     assert site.run("stop", "--pidfile", site.pidfile).returncode == 0
     assert ended(pid) and not tagged_pids(site.tag)
     text = log.read_text()

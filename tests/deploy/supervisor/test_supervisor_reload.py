@@ -49,7 +49,7 @@ def test_a_reload_into_code_that_fails_to_import_keeps_the_old_code_serving(site
     assert site.status()["generation"] == 1
     site.write_app(version="v3")
     assert site.run("reload", "--pidfile", site.pidfile).returncode == 0  # a fixed deploy goes through
-    assert site.get()[1].startswith("v3 ")
+    site.get_until("v3 ")
 
 
 def test_sighup_reloads_too(site):
@@ -57,7 +57,7 @@ def test_sighup_reloads_too(site):
     site.write_app(version="v2")
     child.send(signal.SIGHUP)
     child.expect(r"Generation 2 serves")
-    assert site.get()[1].startswith("v2 ")
+    site.get_until("v2 ")
 
 
 def test_a_burst_of_reloads_coalesces_and_ends_on_the_newest_code(site):
@@ -83,7 +83,7 @@ def test_a_burst_of_reloads_coalesces_and_ends_on_the_newest_code(site):
     generations = {int(re.search(r"generation (\d+)", r.stdout).group(1)) for r in results}
     assert len(generations) <= 3  # 11 requests, at most 3 generations: merged, not queued one by one
     assert kept.failures == []
-    assert site.get()[1].startswith("v3 ")
+    site.get_until("v3 ")
     child.send(signal.SIGTERM)
     assert child.wait() == 0
 
@@ -94,7 +94,7 @@ def test_signals_right_after_a_reload_leave_a_serving_site_or_an_exited_one(site
     child.send(signal.SIGHUP)
     child.send(signal.SIGHUP)  # a second one while the first reload starts: merged, not fatal
     assert site.run("reload", "--pidfile", site.pidfile).returncode == 0  # returns once the newest serves
-    assert site.get()[1].startswith("v2 ")
+    site.get_until("v2 ")
     generation = site.status()["generation"]
     child.send(signal.SIGHUP)
     child.expect(r"Reload: starting generation %d" % (generation + 1))

@@ -290,10 +290,12 @@ class Pool:
         return generation
 
     async def _stopped_accepting(self, workers: list[WorkerProcess], linger: float) -> None:
-        """Wait (bounded) until ``workers`` have begun to stop: from then on only new code answers."""
+        """Wait until ``workers`` have begun to stop (their servers stop accepting), or were killed
+        at their deadline: from then on new connections reach the new generation."""
         stopping = [worker.stopping for worker in workers if worker.stopping is not None]
+        timeout = self.options.graceful_timeout
         if stopping:
-            await asyncio.wait(stopping, timeout=linger + KILL_GRACE)
+            await asyncio.wait(stopping, timeout=None if timeout is None else linger + timeout + KILL_GRACE)
 
     # -- stopping ----------------------------------------------------------------------------
 
