@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .._core.bus import Bus
+from .._core.bus import Bus, StartupError
+from ..plugins.pidfile import check_location
 from ..plugins.status import StatusFile
 from ..servers.httpserver import HTTPServer
 from ..servers.protocols import protocols_of
@@ -260,11 +261,22 @@ def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_proces
     parts = list(deployment.plugins.values())
     parts.sort(key=lambda part: part is not deployment.plugins.get("drain"))  # it takes over SIGTERM first
     if config.pidfile:
+        check_pidfile_location(config)
         parts.append(StatusFile(bus, config.pidfile, deployment))
     subscribe_all(parts + deployment.servers, config.source)
     bus.subscribe("stop", site.close, priority=90)  # once the servers stopped: a2wsgi's threads go
     bus.graceful_timeout = config.graceful_timeout
     return deployment
+
+
+def check_pidfile_location(config: SiteConfig) -> None:
+    """A PID file path that cannot work (no such directory, a link, a directory others may write)
+    is a configuration mistake, told before anything starts."""
+    assert config.pidfile is not None
+    try:
+        check_location(os.path.abspath(config.pidfile))
+    except StartupError as exc:
+        raise ConfigError("%s: pidfile: %s" % (config.source, exc)) from None
 
 
 # -- running ------------------------------------------------------------------------------
@@ -279,18 +291,30 @@ def start(deployment: Deployment, out: TextIO | None = None) -> int:
     daemon = deployment.plugins.get("daemon")
     if daemon is not None:
         daemon.owner_reports_failure = True
+    logs = deployment.plugins.get("logs")
+    held = logs.hold() if logs is not None else None
     try:
         deployment.bus.start()
     except Exception as exc:
         reasons = exc.get_instances() if hasattr(exc, "get_instances") else [exc]
-        message = "; ".join(str(reason) or type(reason).__name__ for reason in reasons)
-        line = "wspbus: error: the site could not start: %s" % message
+        if held is not None:  # the terminal gets the one line below; a log file, the whole story
+            told = all(isinstance(reason, StartupError) for reason in reasons)  # else: a bug, keep its traceback
+            held.release(terminal=not told or logs.level <= logging.DEBUG)
+        line = "wspbus: error: the site could not start: %s" % start_failure(reasons)
         if daemon is not None:
             daemon.report_start_failure(EX_UNAVAILABLE, line)
         print(line, file=sys.stderr, flush=True)
         return EX_UNAVAILABLE
+    finally:
+        if held is not None:
+            held.release()
     announce(deployment, out)
     return EX_OK
+
+
+def start_failure(reasons: list[BaseException]) -> str:
+    """What made the start fail, once: the failing listeners' messages, each on one line."""
+    return "; ".join(dict.fromkeys(" ".join(str(reason).split()) or type(reason).__name__ for reason in reasons))
 
 
 def announce(deployment: Deployment, out: TextIO | None = None) -> None:

@@ -1,0 +1,137 @@
+"""What a new user meets when `wspbus serve` cannot start: one short message, once, no repr, no traceback."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import textwrap
+
+import pytest
+from serve_support import EXAMPLES, ROOT, WSPBUS, run, serve
+
+MINIMAL = EXAMPLES / "minimal"
+
+
+def assert_short_failure(result: subprocess.CompletedProcess, status: int, message: str) -> None:
+    """At most two lines in all, ``message`` exactly once, no object repr, no traceback."""
+    output = (result.stdout + result.stderr).strip()
+    lines = output.splitlines()
+    assert result.returncode == status, output
+    assert len(lines) <= 2, output
+    assert output.count(message) == 1, output
+    assert "object at 0x" not in output and "<bound method" not in output, output
+    assert "Traceback" not in output, output
+
+
+def test_a_port_in_use_is_one_short_message():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--chdir", MINIMAL, "-b", "127.0.0.1:%d" % port, "hello:app")
+    assert_short_failure(result, 69, "cannot bind 127.0.0.1:%d: address already in use" % port)
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop a capability")
+def test_permission_denied_on_a_bind_is_one_short_message():
+    """Without CAP_NET_BIND_SERVICE (dropped by setpriv, so even root is refused: EACCES), a port
+    below ip_unprivileged_port_start cannot be bound."""
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as file:
+        if int(file.read()) <= 80:
+            pytest.skip("port 80 is unprivileged on this system")
+    drop = ["setpriv", "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service"]
+    result = subprocess.run([*drop, *WSPBUS, "serve", "-b", "127.0.0.1:80", "hello:app"], cwd=MINIMAL,
+                            capture_output=True, text=True, timeout=30)
+    assert_short_failure(result, 69, "cannot bind 127.0.0.1:80: permission denied")
+
+
+def test_a_pid_file_locked_by_a_running_site_is_one_short_message(spawn, tmp_path):
+    pidfile = tmp_path / "site.pid"
+    serve(spawn, "--chdir", MINIMAL, "-b", "127.0.0.1:0", "--pidfile", pidfile, "hello:app")
+    result = run("serve", "--chdir", MINIMAL, "-b", "127.0.0.1:0", "--pidfile", pidfile, "hello:app")
+    assert_short_failure(result, 69, "another instance is already running: PID file %s is locked" % pidfile)
+
+
+def test_a_failing_asgi_lifespan_is_one_short_message(tmp_path):
+    (tmp_path / "failing.py").write_text(textwrap.dedent("""
+        async def app(scope, receive, send):
+            assert scope["type"] == "lifespan"
+            await receive()
+            await send({"type": "lifespan.startup.failed", "message": "the database is unreachable"})
+    """))
+    result = run("serve", "--chdir", tmp_path, "-b", "127.0.0.1:0", "failing:app")
+    assert_short_failure(result, 69, "the database is unreachable")
+
+
+def test_a_missing_pid_file_directory_is_a_configuration_error_found_before_starting(tmp_path):
+    pidfile = tmp_path / "missing" / "site.pid"
+    result = run("serve", "--chdir", MINIMAL, "-b", "127.0.0.1:0", "--pidfile", pidfile, "hello:app")
+    assert_short_failure(result, 78, "the directory of PID file %s does not exist" % pidfile)
+    assert "STARTING" not in result.stderr
+
+
+def test_the_full_story_of_a_failed_start_still_reaches_a_log_file(tmp_path):
+    """Only the terminal is spared: a --log-file keeps what the bus logged."""
+    log = tmp_path / "site.log"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--chdir", MINIMAL, "-b", "127.0.0.1:%d" % port, "--log-file", log, "hello:app")
+    assert_short_failure(result, 69, "address already in use")
+    text = log.read_text()
+    assert "Bus STARTING" in text and "Bus EXITED" in text
+    assert "HTTPServer.start" in text and "object at 0x" not in text
+
+
+# -- --version ----------------------------------------------------------------------------
+
+
+def test_version_prints_the_package_version():
+    import tomllib
+
+    with open(ROOT / "pyproject.toml", "rb") as file:
+        version = tomllib.load(file)["project"]["version"]
+    result = run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "wspbus %s\n" % version
+
+
+# -- errors that point into the user's code ------------------------------------------------
+
+
+def test_a_factory_that_needs_arguments_is_reported_at_the_users_file(tmp_path):
+    (tmp_path / "factory.py").write_text(textwrap.dedent("""
+        def helper():
+            pass
+
+
+        def create_app(config):
+            return None
+    """))
+    result = run("serve", "--chdir", tmp_path, "-b", "127.0.0.1:0", "factory:create_app()")
+    assert_short_failure(result, 78, "missing 1 required positional argument: 'config'")
+    assert "(at %s:6)" % (tmp_path / "factory.py") in result.stderr
+    assert "wspbus/deploy" not in result.stderr
+
+
+def test_ctrl_c_while_a_slow_app_imports_is_one_line_and_status_130(spawn, tmp_path):
+    (tmp_path / "slow.py").write_text(textwrap.dedent("""
+        import threading
+        print("importing slowly", flush=True)
+        threading.Event().wait(60)
+
+        def app(environ, start_response):
+            start_response("200 OK", [])
+            return [b""]
+    """))
+    child = spawn([*WSPBUS, "serve", "--chdir", str(tmp_path), "-b", "127.0.0.1:0", "slow:app"])
+    child.expect("^importing slowly$")
+    child.send(signal.SIGINT)
+    output = child.output().strip()
+    assert child.proc.returncode == 130, output
+    assert output.splitlines() == ["importing slowly", "wspbus: interrupted while loading the site"], output
+
+
