@@ -132,6 +132,6 @@ def test_ctrl_c_while_a_slow_app_imports_is_one_line_and_status_130(spawn, tmp_p
     child.send(signal.SIGINT)
     output = child.output().strip()
     assert child.proc.returncode == 130, output
-    assert output.splitlines() == ["importing slowly", "wspbus: interrupted while loading the site"], output
+    assert output == "wspbus: interrupted while loading the site", output  # "importing slowly" was read above
 
 

@@ -24,7 +24,7 @@ from ..servers.protocols import protocols_of
 from ..servers.sockets.binds import Bind
 from . import config as _config
 from .config import ConfigError, PluginConfig, ServerConfig, SiteConfig
-from .exits import EX_CONFIG, EX_OK, EX_UNAVAILABLE
+from .exits import EX_CONFIG, EX_INTERRUPTED, EX_OK, EX_UNAVAILABLE
 from .paste import load_site as load_paste_site
 from .paste import watched_files
 from .process_bus import process_bus
@@ -335,6 +335,9 @@ def launch(config: SiteConfig, bus: Bus | None = None, site: Site | None = None)
     except ConfigError as exc:
         print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
         return EX_CONFIG
+    except KeyboardInterrupt:  # Ctrl-C while a slow app imports: nothing runs yet, nothing to tell but that
+        print("wspbus: interrupted while loading the site", file=sys.stderr, flush=True)
+        return EX_INTERRUPTED
     status = start(deployment)
     if status != EX_OK:
         return status
