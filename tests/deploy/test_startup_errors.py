@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import textwrap
+import time
 
 import pytest
-from serve_support import EXAMPLES, ROOT, WSPBUS, run, serve
+from serve_support import EXAMPLES, ROOT, WSPBUS, get, run, serve
 
 MINIMAL = EXAMPLES / "minimal"
 
@@ -135,3 +137,23 @@ def test_ctrl_c_while_a_slow_app_imports_is_one_line_and_status_130(spawn, tmp_p
     assert output == "wspbus: interrupted while loading the site", output  # "importing slowly" was read above
 
 
+
+
+# -- a PID file in /tmp ---------------------------------------------------------------------
+
+
+def test_a_pid_file_in_tmp_is_accepted_and_controls_the_site(spawn):
+    """/tmp is sticky: nobody else can rename or delete our file there."""
+    pidfile = "/tmp/wspbus-test-%d-%d.pid" % (os.getpid(), time.monotonic_ns())
+    try:
+        child, urls = serve(spawn, "--chdir", MINIMAL, "-b", "127.0.0.1:0", "--pidfile", pidfile, "hello:app")
+        assert get(urls[0]) == (200, b"Hello from wspbus!\n")
+        status = run("status", "--pidfile", pidfile)
+        assert status.returncode == 0 and str(child.pid) in status.stdout, status.stderr
+        assert run("stop", "--pidfile", pidfile).returncode == 0
+        assert child.wait() == 0
+        assert not os.path.exists(pidfile)
+    finally:
+        for leftover in (pidfile, pidfile[:-len(".pid")] + ".status.json"):
+            if os.path.lexists(leftover):
+                os.unlink(leftover)
