@@ -12,7 +12,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -40,6 +40,9 @@ BUILTIN_PLUGINS = {
     "threads": "plugins.threads:ThreadManager", "systemd": "plugins.systemd:SystemdNotifier",
     "drain": "plugins.drain:Drainer", "health": "plugins.health:Health", "reaper": "plugins.reaper:ChildReaper",
 }
+#: The plugins' arguments the site fills in (from [site] or its own objects): not settings of a table.
+SITE_FILLED = {"logs": ("error_log", "access_log", "level"), "pidfile": ("pidfile",),
+               "privileges": ("uid", "gid", "umask"), "drain": ("signal_handler",), "systemd": ("binds",)}
 #: Plugins that are on when their [plugins.NAME] table is present (``enabled = false`` turns one off).
 OPT_IN_PLUGINS = ("threads", "systemd", "drain", "health")
 #: Plugins on in a process of the site's own unless ``enabled = false``: the reaper does nothing
@@ -123,19 +126,27 @@ def _import_class(plugin: PluginConfig) -> Callable[..., Any]:
     return plugin_class
 
 
-def construct(factory: Callable[..., Any], bus: Bus, where: str, options: dict[str, Any], **filled: Any) -> Any:
-    """``factory(bus, **filled, **options)``, checking ``options`` against its signature first."""
+def check_settings(factory: Callable[..., Any], where: str, options: Mapping[str, Any],
+                   filled: Iterable[str] = (), extra: Iterable[str] = ()) -> None:
+    """ConfigError naming the first key of ``options`` that ``factory(bus, ...)`` does not take as
+    a setting: not in its signature, or filled in by the site (``filled``); ``extra`` keys are ours."""
     try:
         parameters = list(inspect.signature(factory).parameters.values())[1:]
     except (TypeError, ValueError):
         parameters = []
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-        accepted = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        for key in options:
-            if key not in accepted or key in filled:
-                settable = [name for name in accepted if name not in filled]
-                raise ConfigError("%s %s: unknown setting (expected one of: %s)"
-                                  % (where, key, ", ".join(settable) or "no settings"))
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    accepted = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    settable = [*extra, *(name for name in accepted if name not in filled)]
+    for key in options:
+        if key not in settable:
+            raise ConfigError("%s %s: unknown setting (expected one of: %s)"
+                              % (where, key, ", ".join(settable) or "no settings"))
+
+
+def construct(factory: Callable[..., Any], bus: Bus, where: str, options: dict[str, Any], **filled: Any) -> Any:
+    """``factory(bus, **filled, **options)``, checking ``options`` against its signature first."""
+    check_settings(factory, where, options, filled)
     try:
         return factory(bus, **filled, **options)
     except (TypeError, ValueError, OSError, KeyError) as exc:
@@ -158,8 +169,9 @@ def _wanted_plugins(config: SiteConfig, own_process: bool) -> dict[str, dict[str
     if config.reload:
         wanted["reload"] = {}
     switchable = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
-    for name, table in config.plugins.items():
-        _plugin_class(name, table.where)
+    for name, table in config.plugins.items():  # every table is checked, whether its plugin is on or not
+        check_settings(_plugin_class(name, table.where), table.where, table.options, SITE_FILLED.get(name, ()),
+                       ("enabled",) if name in switchable else ())
         enabled = table.options.get("enabled", True) if name in switchable else True
         if not isinstance(enabled, bool):
             raise ConfigError("%s enabled: expected true or false, got %r" % (table.where, enabled))
