@@ -303,6 +303,8 @@ def start(deployment: Deployment, out: TextIO | None = None) -> int:
     daemon = deployment.plugins.get("daemon")
     if daemon is not None:
         daemon.owner_reports_failure = True
+        daemon.launcher_lines = lambda: ["wspbus: daemon started, pid %d" % os.getpid(),
+                                         *("wspbus: " + line for line in deployment.banner())]
     logs = deployment.plugins.get("logs")
     held = logs.hold() if logs is not None else None
     try:

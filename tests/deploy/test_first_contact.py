@@ -1,8 +1,10 @@
-"""What a new user meets when `wspbus serve` cannot start: one short message, once, no repr, no traceback."""
+"""What a new user meets first (issue 13): short start-up failures, --version, a PID file in /tmp, a
+daemon that says where it serves, errors that point at the user's code."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -157,3 +159,25 @@ def test_a_pid_file_in_tmp_is_accepted_and_controls_the_site(spawn):
         for leftover in (pidfile, pidfile[:-len(".pid")] + ".status.json"):
             if os.path.lexists(leftover):
                 os.unlink(leftover)
+
+
+# -- --daemon -------------------------------------------------------------------------------
+
+
+def test_the_daemon_launcher_prints_where_the_daemon_serves(tmp_path):
+    pidfile = tmp_path / "site.pid"
+    launcher = run("serve", "--chdir", MINIMAL, "--daemon", "--pidfile", pidfile, "-b", "127.0.0.1:0",
+                   "-b", "unix:%s" % (tmp_path / "site.sock"), "hello:app")
+    pid = int(pidfile.read_text())
+    try:
+        assert launcher.returncode == 0, launcher.stderr
+        lines = launcher.stdout.splitlines()
+        assert lines[0] == "wspbus: daemon started, pid %d" % pid
+        urls = [line.split()[-1] for line in lines if line.startswith("wspbus: serving ")]
+        assert len(urls) == 2 and urls[1] == "unix:%s" % (tmp_path / "site.sock")
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", urls[0]) and not urls[0].endswith(":0")  # the real port
+        for url in urls:
+            assert get(url) == (200, b"Hello from wspbus!\n")
+        assert lines[-1] == "wspbus: mounted / -> hello:app (wsgi)"
+    finally:
+        assert run("stop", "--pidfile", pidfile).returncode == 0
