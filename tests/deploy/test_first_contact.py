@@ -181,3 +181,55 @@ def test_the_daemon_launcher_prints_where_the_daemon_serves(tmp_path):
         assert lines[-1] == "wspbus: mounted / -> hello:app (wsgi)"
     finally:
         assert run("stop", "--pidfile", pidfile).returncode == 0
+
+
+# -- socket activation with no --bind -------------------------------------------------------
+
+ACTIVATING_LAUNCHER = r'''
+import os, socket, sys
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+print("launcher bound", listener.getsockname()[1], flush=True)
+if listener.fileno() != 3:
+    os.dup2(listener.fileno(), 3)  # inheritable, as a service manager leaves it
+    listener.close()
+else:
+    os.set_inheritable(listener.detach(), True)
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execv(sys.executable, [sys.executable, "-m", "wspbus", "serve", *sys.argv[1:]])  # same pid: LISTEN_PID stays right
+'''
+
+
+def listening_ports(pid: int) -> list[int]:
+    """The TCP ports process ``pid`` listens on, read from /proc (its socket inodes in LISTEN state)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as file:
+            for row in file.read().splitlines()[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and fields[9] in inodes:
+                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_socket_activation_with_no_bind_serves_on_the_passed_socket_and_binds_nothing(spawn):
+    child = spawn(ACTIVATING_LAUNCHER, "--chdir", str(MINIMAL), "hello:app", name="launcher.py")
+    port = int(child.expect(r"^launcher bound (\d+)$").group(1))
+    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    child.expect(r"^wspbus: mounted ")
+    assert url == "http://127.0.0.1:%d" % port
+    assert get(url) == (200, b"Hello from wspbus!\n")
+    assert listening_ports(child.pid) == [port]
+    child.send(signal.SIGHUP)  # a reload re-executes: LISTEN_* are gone, the socket is inherited
+    child.expect(r"Re-spawning")
+    assert child.expect(r"^wspbus: serving (\S+)$").group(1) == url
+    assert get(url) == (200, b"Hello from wspbus!\n")
+    assert listening_ports(child.pid) == [port]
+    child.send(signal.SIGTERM)
+    assert child.wait() == 0

@@ -242,7 +242,7 @@ def build_servers(bus: Bus, site: Site, config: SiteConfig, health: Any = None) 
             if health is not None:
                 app = health.wrap_asgi(app) if protocol == "asgi" else health.wrap_wsgi(app)
             apps[protocol, server_config.threads] = app
-        for bind in server_config.binds:
+        for bind in server_config.binds or _config.default_binds():
             try:
                 server = HTTPServer(bus, app, Bind.parse(bind), server=server_config.server,
                                     protocol=protocol, access_log=bool(config.access_log),
