@@ -40,6 +40,8 @@ BUILTIN_PLUGINS = {
     "threads": "plugins.threads:ThreadManager", "systemd": "plugins.systemd:SystemdNotifier",
     "drain": "plugins.drain:Drainer", "health": "plugins.health:Health", "reaper": "plugins.reaper:ChildReaper",
 }
+#: Servers that speak websockets only with a library of their own choosing installed.
+NEEDS_WEBSOCKET_LIBRARY = ("uvicorn",)
 #: The plugins' arguments the site fills in (from [site] or its own objects): not settings of a table.
 SITE_FILLED = {"logs": ("error_log", "access_log", "level"), "pidfile": ("pidfile",),
                "privileges": ("uid", "gid", "umask"), "drain": ("signal_handler",), "systemd": ("binds",)}
@@ -276,9 +278,19 @@ def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_proces
         check_pidfile_location(config)
         parts.append(StatusFile(bus, config.pidfile, deployment))
     subscribe_all(parts + deployment.servers, config.source)
+    if any(server.server in NEEDS_WEBSOCKET_LIBRARY for server in deployment.servers) and not websocket_library():
+        bus.log("This ASGI site cannot accept websockets: no websocket library is installed "
+                "(pip install websockets)", level=30)  # now that the log is routed
     bus.subscribe("stop", site.close, priority=90)  # once the servers stopped: a2wsgi's threads go
     bus.graceful_timeout = config.graceful_timeout
     return deployment
+
+
+def websocket_library() -> str | None:
+    """The name of an installed library uvicorn does websockets with, if any."""
+    import importlib.util
+
+    return next((name for name in ("websockets", "wsproto") if importlib.util.find_spec(name) is not None), None)
 
 
 def check_pidfile_location(config: SiteConfig) -> None:
