@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..servers.bridge import AsgiAsWsgi, WsgiAsAsgi, adapted
 from ..servers.protocols import ASGIApp, Environ, Receive, Scope, Send, StartResponse, WSGIApp
 from .mounts import Mount, SiteError
+from .request_errors import reporting_asgi, reporting_wsgi
 
 if TYPE_CHECKING:
     from ..servers.lifespan import LifespanError
@@ -28,14 +29,15 @@ def _matches(path: str, prefix: str) -> bool:
 
 
 def _adapted(mount: Mount, protocol: str, bridges: Bridges, threads: int | None = None) -> Callable[..., Any]:
-    """The mount's app speaking ``protocol``, wrapped by a2wsgi when it speaks the other one (the
-    wrapper is added to ``bridges``)."""
+    """The mount's app, reporting its failures (request_errors), speaking ``protocol``: wrapped by
+    a2wsgi when it speaks the other one (the wrapper is added to ``bridges``)."""
+    app = reporting_asgi(mount) if mount.protocol == "asgi" else reporting_wsgi(mount)
     try:
-        bridge = adapted(mount.app, mount.protocol, protocol, threads)
+        bridge = adapted(app, mount.protocol, protocol, threads)
     except ValueError as exc:
         raise SiteError("app %r: %s" % (mount.target, exc)) from None
     if bridge is None:
-        return mount.app
+        return app
     bridges.append(bridge)
     return bridge
 

@@ -319,13 +319,14 @@ def start(deployment: Deployment, out: TextIO | None = None) -> int:
                                          *("wspbus: " + line for line in deployment.banner())]
     logs = deployment.plugins.get("logs")
     held = logs.hold() if logs is not None else None
+    debugging = logs is not None and logs.level <= logging.DEBUG
     try:
         deployment.bus.start()
     except Exception as exc:
         reasons = exc.get_instances() if hasattr(exc, "get_instances") else [exc]
         if held is not None:  # the terminal gets the one line below; a log file, the whole story
             told = all(isinstance(reason, StartupError) for reason in reasons)  # else: a bug, keep its traceback
-            held.release(terminal=not told or logs.level <= logging.DEBUG)
+            held.release(terminal=not told or debugging)
         line = "wspbus: error: the site could not start: %s" % start_failure(reasons)
         if daemon is not None:
             daemon.report_start_failure(EX_UNAVAILABLE, line)
