@@ -14,6 +14,7 @@ import time
 
 import pytest
 from serve_support import EXAMPLES, ROOT, WSPBUS, get, run, serve
+from support import ACTIVATING_LAUNCHER
 
 MINIMAL = EXAMPLES / "minimal"
 
@@ -185,22 +186,6 @@ def test_the_daemon_launcher_prints_where_the_daemon_serves(tmp_path):
 
 # -- socket activation with no --bind -------------------------------------------------------
 
-ACTIVATING_LAUNCHER = r'''
-import os, socket, sys
-listener = socket.socket()
-listener.bind(("127.0.0.1", 0))
-listener.listen()
-print("launcher bound", listener.getsockname()[1], flush=True)
-if listener.fileno() != 3:
-    os.dup2(listener.fileno(), 3)  # inheritable, as a service manager leaves it
-    listener.close()
-else:
-    os.set_inheritable(listener.detach(), True)
-os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
-os.execv(sys.executable, [sys.executable, "-m", "wspbus", "serve", *sys.argv[1:]])  # same pid: LISTEN_PID stays right
-'''
-
-
 def listening_ports(pid: int) -> list[int]:
     """The TCP ports process ``pid`` listens on, read from /proc (its socket inodes in LISTEN state)."""
     inodes = set()
@@ -222,7 +207,8 @@ def listening_ports(pid: int) -> list[int]:
 
 
 def test_socket_activation_with_no_bind_serves_on_the_passed_socket_and_binds_nothing(spawn):
-    child = spawn(ACTIVATING_LAUNCHER, "--chdir", str(MINIMAL), "hello:app", name="launcher.py")
+    child = spawn(ACTIVATING_LAUNCHER, "systemd", *WSPBUS, "serve", "--chdir", str(MINIMAL), "hello:app",
+                  name="launcher.py")
     port = int(child.expect(r"^launcher bound (\d+)$").group(1))
     url = child.expect(r"^wspbus: serving (\S+)$").group(1)
     child.expect(r"^wspbus: mounted ")

@@ -19,7 +19,7 @@ from typing import Any
 from ..servers.protocols import ASGIApp, Environ, Message, Receive, Scope, Send, StartResponse, WSGIApp
 from .mounts import Mount, name_of
 
-__all__ = ["LOGGER", "reporting_asgi", "reporting_wsgi"]
+__all__ = ["LOGGER", "answer", "reporting_asgi", "reporting_wsgi"]
 
 #: A child of the bus's logger ('wspbus'), so its records go where the bus's log is routed.
 LOGGER = "wspbus.request"
@@ -84,16 +84,17 @@ def reporting_asgi(mount: Mount) -> ASGIApp:
             _report(scope.get("method", "WEBSOCKET"), scope.get("path", "?"), mount)
             if started:
                 raise
-            await _failed(scope, send)
+            await answer(scope, send, 500, BODY, close_code=1011)
 
     reporting.__wrapped__ = app  # type: ignore[attr-defined]
     return reporting
 
 
-async def _failed(scope: Scope, send: Send) -> None:
+async def answer(scope: Scope, send: Send, status: int, body: bytes, close_code: int) -> None:
+    """A plain-text answer to an ASGI request; a websocket is closed with ``close_code`` instead."""
     if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1011})
+        await send({"type": "websocket.close", "code": close_code})
         return
-    await send({"type": "http.response.start", "status": 500,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(BODY)).encode())]})
-    await send({"type": "http.response.body", "body": BODY})
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
