@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -222,3 +223,31 @@ def test_socket_activation_with_no_bind_serves_on_the_passed_socket_and_binds_no
     assert listening_ports(child.pid) == [port]
     child.send(signal.SIGTERM)
     assert child.wait() == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the file to another user")
+def test_stop_refuses_a_pid_file_someone_else_put_in_a_sticky_directory(spawn, tmp_path):
+    """Someone else's file in /tmp, locked and naming an innocent process: stop must not signal it."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    innocent = spawn([sys.executable, "-c", "import sys; print('waiting', flush=True); sys.stdin.read()"],
+                     stdin=subprocess.PIPE)
+    innocent.expect("^waiting$")
+    pidfile = shared / "site.pid"
+    pidfile.write_text("%d\n" % innocent.pid)
+    os.chown(pidfile, 65534, 65534)
+    holder = spawn("""
+        import fcntl, os, sys
+        fd = os.open(sys.argv[1], os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("locked", flush=True)
+        sys.stdin.read()
+    """, str(pidfile), stdin=subprocess.PIPE)
+    holder.expect("^locked$")
+    result = run("stop", "--pidfile", pidfile, "--timeout", "1")
+    assert result.returncode != 0
+    assert result.stderr == ("wspbus: PID file %s belongs to uid 65534, not to this process (uid 0), in a "
+                             "directory others can write; refusing (remove it, or use a directory like /run)\n"
+                             % pidfile)
+    assert innocent.proc.poll() is None

@@ -132,10 +132,10 @@ def check_location(path: str) -> None:
                            "(uid %d); refusing" % (directory, info.st_uid, os.geteuid()))
 
 
-def check_owner(path: str, info: os.stat_result) -> None:
-    """In a directory others can write (sticky), a PID file that is not ours was put there by
-    someone else: refuse it rather than trust or replace it."""
-    if info.st_uid == os.geteuid():
+def check_owner(path: str, info: os.stat_result, trusted: tuple[int, ...] = ()) -> None:
+    """In a directory others can write (sticky), a PID file that is not ours (nor of a ``trusted``
+    uid) was put there by someone else: refuse it rather than trust or replace it."""
+    if info.st_uid == os.geteuid() or info.st_uid in trusted:
         return
     mode = os.stat(os.path.dirname(path)).st_mode
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
