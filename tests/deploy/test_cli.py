@@ -182,6 +182,7 @@ def test_sigterm_drains_when_the_drain_plugin_is_on(spawn, tmp_path):
     ("[[app]]\ntarget = 'no_such_module_xyz:app'\n", [], r"site\.toml: app 'no_such_module_xyz:app': no module named"),
     ("[[app]]\ntarget = 'site_app:version'\n", [], r"app 'site_app:version' is not callable \(it is str\)"),
     ("[plugins.reload]\nfrequncy = 2\n", ["--reload"], r"\[plugins\.reload\] frequncy: unknown setting \(expected one of: frequency, match"),
+    ("[plugins.reload]\nfrequncy = 2\n", [], r"site\.toml: \[plugins\.reload\] frequncy: unknown setting \(expected one of: frequency, match"),
     ("[plugins.teleport]\n", [], r"\[plugins\.teleport\]: unknown plugin 'teleport'"),
     ("[[plugin]]\npath = 'no_such_module_xyz:Plugin'\n", [], r"\[\[plugin\]\] #1 path: no module named 'no_such_module_xyz'"),
     ("[site]\nimport = ['no_such_module_xyz']\n", [], r"import: no module named 'no_such_module_xyz'"),

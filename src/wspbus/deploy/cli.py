@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import NoReturn
 
+import wspbus
+
 from .exits import EX_CONFIG, EX_USAGE, EXIT_STATUSES
 
 __all__ = ["main"]
@@ -53,6 +55,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> _Parser:
     parser = _Parser(prog="wspbus", description="Run and control a web site on the Web Site Process Bus.",
                      epilog="'wspbus COMMAND --help' describes a command's options.")
+    parser.add_argument("--version", action="version", version="wspbus %s" % wspbus.__version__,
+                        help="print wspbus's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     parser.commands = commands.choices

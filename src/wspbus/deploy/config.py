@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..servers.protocols import protocols_of
+from ..servers.sockets.activation import passed_binds
 from ..servers.sockets.binds import Bind
 
 __all__ = ["AppConfig", "ConfigError", "PluginConfig", "ServerConfig", "SiteConfig", "load"]
@@ -175,7 +176,7 @@ def _plugin_path(value: Any) -> str:
 
 @dataclass
 class ServerConfig:
-    binds: list[str] = field(default_factory=lambda: [DEFAULT_BIND])
+    binds: list[str] = field(default_factory=list)  # none named: default_binds()
     server: str = "auto"
     threads: int | None = None
 
@@ -219,6 +220,12 @@ class SiteConfig:
     apps: list[AppConfig] = field(default_factory=list)
     plugins: dict[str, PluginConfig] = field(default_factory=dict)
     extra_plugins: list[PluginConfig] = field(default_factory=list)
+
+
+def default_binds() -> list[str]:
+    """Where a server with no bind listens: on the sockets passed to the process (socket
+    activation), else on DEFAULT_BIND."""
+    return passed_binds() or [DEFAULT_BIND]
 
 
 def _path(base: str) -> Callable[[Any], str]:

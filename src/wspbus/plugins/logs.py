@@ -17,7 +17,7 @@ from typing import TextIO
 from .._core.bus import Bus
 from .base import SimplePlugin, priority
 
-__all__ = ["LogRouter"]
+__all__ = ["HeldLog", "LogRouter"]
 
 ERROR_LOGGER = "wspbus"
 ACCESS_LOGGER = "wspbus.access"
@@ -162,6 +162,11 @@ class LogRouter(SimplePlugin):
             raise
         return routes
 
+    def hold(self) -> HeldLog:
+        """Hold back what the routes would write until ``release()``: a start that fails is then
+        told in one line on the terminal, while a log file still gets the whole story."""
+        return HeldLog([route.handler for route in self._routes])
+
     def reopen(self, *args: object) -> None:
         """Reopen every log file at its path; on failure log one line and keep the old file."""
         for route in self._routes:
@@ -176,6 +181,43 @@ class LogRouter(SimplePlugin):
     def graceful(self) -> None:
         """Reopen the files first, so what the other 'graceful' listeners log lands in them."""
         self.reopen()
+
+
+class HeldLog:
+    """Records kept from a set of handlers (a filter on each that says no and keeps the record)."""
+
+    def __init__(self, handlers: list[logging.Handler]) -> None:
+        self.handlers = handlers
+        self.records: list[tuple[logging.Handler, logging.LogRecord]] = []
+        for handler in handlers:
+            handler.addFilter(_Keeper(self, handler))
+
+    def keep(self, handler: logging.Handler, record: logging.LogRecord) -> None:
+        self.records.append((handler, record))
+
+    def release(self, terminal: bool = True) -> None:
+        """Write the held records, in order; ``terminal`` False writes them to files only (the
+        caller tells the terminal what happened itself)."""
+        for handler in self.handlers:
+            for keeper in [f for f in handler.filters if isinstance(f, _Keeper) and f.held is self]:
+                handler.removeFilter(keeper)
+        records, self.records = self.records, []
+        for handler, record in records:
+            if terminal or isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+
+
+class _Keeper(logging.Filter):
+    """The filter HeldLog puts on one handler."""
+
+    def __init__(self, held: HeldLog, handler: logging.Handler) -> None:
+        super().__init__()
+        self.held = held
+        self.handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.held.keep(self.handler, record)
+        return False
 
 
 def _absolute(path: str | None) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -110,9 +111,11 @@ class StatusFile:
         }
 
     def _write(self, record: dict[str, Any]) -> None:
-        temporary = "%s.%d.tmp" % (self.path, os.getpid())
-        try:
-            with open(temporary, "w", encoding="utf-8") as file:
+        directory, name = os.path.split(self.path)
+        try:  # a fresh file of a random name (O_EXCL): in a directory like /tmp, no planted link is followed
+            fd, temporary = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=directory)
+            os.fchmod(fd, 0o644)
+            with open(fd, "w", encoding="utf-8") as file:
                 json.dump(record, file)
             os.replace(temporary, self.path)
         except OSError as exc:
