@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: import wspbus stays cheap
 if TYPE_CHECKING:
@@ -74,12 +73,3 @@ def failure_message(channel: str, listener: object, exc: BaseException) -> str:
     import traceback
 
     return "Error in %r listener %r\n%s" % (channel, listener, "".join(traceback.format_exception(exc)))
-
-
-def collect_failures(failures: ChannelFailures, func: Callable[..., Any], *args: Any) -> None:
-    """Run ``func``; add the listener failures it raises to ``failures``."""
-    try:
-        func(*args)
-    except ChannelFailures as raised:
-        for exc in raised.get_instances():
-            failures.add(exc)
