@@ -397,10 +397,8 @@ class Bus:
     def log_to_stdlib(self, msg: object = None, level: object = 20, *more: object, **named: object) -> None:
         """The 'log' listener that hands bus messages to the stdlib logger named 'wspbus'.
 
-        It takes any publish on 'log' (CherryPy's own tests publish 'log' with no arguments, and
-        with ``arg=...``): no message, nothing logged; a level that is not a number, INFO.
-        Unsubscribe it (``bus.unsubscribe('log', bus.log_to_stdlib)``) to silence that route.
+        It takes any publish on 'log' (see StdlibLogger). Unsubscribe it
+        (``bus.unsubscribe('log', bus.log_to_stdlib)``) to silence that route.
         """
-        if msg is not None:
-            self._stdlib_log(str(msg), level if isinstance(level, int) else 20)
+        self._stdlib_log(msg, level)
 
