@@ -280,11 +280,11 @@ def test_stop_without_start_is_harmless(bus):
     assert plugin.address is None and not plugin.running
 
 
-@pytest.mark.parametrize("server", ["cheroot", "stdlib"])
+@pytest.mark.parametrize("server", ["cheroot", "stdlib", "waitress"])
 def test_an_exit_asked_for_by_a_request_is_not_held_up_by_that_request(bus, server):
     """The stop runs on the request's thread (CherryPy's rule); the server's stop does not wait
     for the request that called it, so the exit neither waits out the graceful timeout (10 s
-    here) nor leaves that request unanswered. Waitress's stop still does: see issue #10."""
+    here) nor leaves that request unanswered."""
 
     def exit_app(environ, start_response):
         bus.exit()

@@ -167,9 +167,15 @@ class ServerAdapter(SimplePlugin):
         try:
             self.httpserver.stop()
         finally:
-            if thread is not None and thread is not threading.current_thread():
+            if thread is not None and thread is not threading.current_thread() and not self._in_own_request():
                 thread.join(getattr(self.bus, "graceful_timeout", None))  # a wspbus extra
         self.bus.log("HTTP Server %s shut down" % self.description)
+
+    def _in_own_request(self) -> bool:
+        """True if this thread runs one of the server's requests: the server's thread ends only
+        after that request, so it is not waited for here."""
+        runs_current_request = getattr(self.httpserver, "runs_current_request", None)
+        return bool(runs_current_request()) if callable(runs_current_request) else False
 
     def graceful(self) -> None:
         """Restart the server (CherryPy's meaning of 'graceful' for a server)."""
