@@ -493,3 +493,21 @@ def test_a_broken_state_watcher_is_logged_and_the_transition_goes_on(bus):
     bus.exit()
     assert bus.state is states.EXITING
     assert any(msg.startswith("Error in state watcher") for msg, level in log.entries if level == 40)
+
+
+def test_an_exit_during_the_start_ends_it_without_starting_more_or_reaching_started(bus):
+    """SIGTERM while the bus starts: the exit's stop runs at once; the start must not go on to
+    start more services after it, nor set STARTED over EXITING (block() would never return)."""
+    started = []
+    exit_done = threading.Event()
+
+    def exit_meanwhile():
+        started.append("db")
+        exiting = threading.Thread(target=lambda: (bus.exit(), exit_done.set()))
+        exiting.start()
+        assert exit_done.wait(5)
+
+    bus.subscribe("start", exit_meanwhile, priority=10)
+    bus.subscribe("start", lambda: started.append("server"), priority=20)
+    bus.start()
+    assert started == ["db"] and bus.state is states.EXITING

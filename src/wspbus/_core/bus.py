@@ -198,8 +198,11 @@ class Bus:
         return failures
 
     def _publish_until_failure(self, channel: str) -> None:
-        """Call the listeners of ``channel`` in order; the first failure ends the publish."""
+        """Call the listeners of ``channel`` in order; the first failure ends the publish, and
+        so does an exit begun meanwhile (its stop has run: nothing more is to be started)."""
         for listener in self._ordered.get(channel, ()):
+            if self._exit_begun:
+                return
             try:
                 listener()
             except BaseException as exc:
@@ -228,7 +231,10 @@ class Bus:
                 self.exit_code = 1
             self._exit_quietly()
             raise
-        self.state = states.STARTED
+        with self._lock:
+            if self._exit_begun:  # an exit (a SIGTERM, say) came during the start: it stands
+                return
+            self.state = states.STARTED
         self.log("Bus STARTED")
 
     def stop(self) -> None:
