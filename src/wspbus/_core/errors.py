@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: import wspbus stays cheap
 if TYPE_CHECKING:
@@ -85,12 +84,3 @@ def listener_name(listener: object) -> str:
         return "%s.%s" % (type(owner).__name__, getattr(function, "__name__", "?"))
     name = getattr(listener, "__qualname__", None)
     return name if isinstance(name, str) else type(listener).__name__
-
-
-def collect_failures(failures: ChannelFailures, func: Callable[..., Any], *args: Any) -> None:
-    """Run ``func``; add the listener failures it raises to ``failures``."""
-    try:
-        func(*args)
-    except ChannelFailures as raised:
-        for exc in raised.get_instances():
-            failures.add(exc)

@@ -33,8 +33,8 @@ import threading
 from collections.abc import Callable
 
 from .._process import reexec
-from .._core.bus import Bus, State, states
-from .base import SimplePlugin, priority
+from .._core.bus import Bus, State
+from .base import SimplePlugin, priority, watch_state
 
 __all__ = ["Daemonizer"]
 
@@ -165,7 +165,7 @@ class StartReport:
         self.started_lines = started_lines
         self.first_error: str | None = None
         bus.subscribe("log", self.note_error)
-        self._unwatch = bus.watch_state(self.on_state)
+        self._unwatch = watch_state(bus, self.on_state)
 
     def note_error(self, msg: str, level: int = 20) -> None:
         if level >= 40 and self.first_error is None:
@@ -173,14 +173,14 @@ class StartReport:
             self.first_error = lines[-1].strip() if lines else msg
 
     def on_state(self, state: State) -> None:
-        if state is states.STARTING:
+        if state is self.bus.states.STARTING:
             return
-        if state is states.STARTED:
+        if state is self.bus.states.STARTED:
             lines = self.started_lines() if self.started_lines is not None else []
             self.send(b"0 %s\n" % LINE_SEPARATOR.join(["pid %d" % os.getpid(), *map(_one_line_text, lines)]).encode())
         elif not self.deferred:
             reason = self.first_error or "the bus stopped before it was STARTED"
-            self.fail(self.bus.exit_code or 1, "Daemon failed to start: %s" % reason)
+            self.fail(getattr(self.bus, "exit_code", 0) or 1, "Daemon failed to start: %s" % reason)
 
     def fail(self, status: int, line: str) -> None:
         """Have the launcher print ``line`` (one line) and exit with ``status`` (non-zero)."""

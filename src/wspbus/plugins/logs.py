@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from .._core.bus import Bus
+from .._core.stdlib_log import StdlibLogger
 from .base import SimplePlugin, priority
 
 __all__ = ["HeldLog", "LogRouter"]
@@ -128,12 +129,17 @@ class LogRouter(SimplePlugin):
             reopen_on = (reopen_on,)
         self.reopen_on = tuple(channel for channel in reopen_on if channel != "graceful")
         self._routes: list[_Route] = []
+        #: The route from the bus's 'log' to the 'wspbus' logger, for a bus that has none of its
+        #: own (wspbus's has ``log_to_stdlib``; CherryPy's has not).
+        self._bridge = StdlibLogger(ERROR_LOGGER) if getattr(bus, "log_to_stdlib", None) is None else None
 
     def subscribe(self) -> None:
         """Attach the handlers (opening the files) and listen for 'graceful' and ``reopen_on``."""
         if not self._routes:
             self._routes = self._open_routes()
         super().subscribe()
+        if self._bridge is not None:
+            self.bus.subscribe("log", self._bridge)
         for channel in self.reopen_on:
             self.bus.subscribe(channel, self.reopen, priority=REOPEN_PRIORITY)
 
@@ -141,6 +147,8 @@ class LogRouter(SimplePlugin):
         """Stop listening, detach and close the handlers, restore the loggers' settings."""
         for channel in self.reopen_on:
             self.bus.unsubscribe(channel, self.reopen)
+        if self._bridge is not None:
+            self.bus.unsubscribe("log", self._bridge)
         super().unsubscribe()
         routes, self._routes = self._routes, []
         for route in reversed(routes):

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .base import restart_requested
+from .base import restart_requested, watch_state
 
 __all__ = ["SINCE_ENV", "StatusFile", "status_path"]
 
@@ -69,7 +69,7 @@ class StatusFile:
         self._unwatch: Callable[[], None] | None = None
 
     def subscribe(self) -> None:
-        self._unwatch = self.bus.watch_state(self.on_state)
+        self._unwatch = watch_state(self.bus, self.on_state)
         self.bus.subscribe("start", self.on_claimed, self.CLAIMED_PRIORITY)
 
     def unsubscribe(self) -> None:
