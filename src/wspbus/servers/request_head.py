@@ -10,6 +10,11 @@ than ``max_headers`` fields, 400 for ambiguous framing (Content-Length with Tran
 Content-Length that is not a plain decimal, differing Content-Lengths, a Transfer-Encoding whose
 last coding is not chunked, whitespace before a field's colon). The defaults are gunicorn's limits.
 The checks are RFC 9112's (sections 3, 5.1, 6.1, 6.3); the parsing that follows is the server's.
+
+Where the server's own parser reads the head (uvicorn: h11 or httptools), ``asgi_head_guard``
+checks the head it parsed, with the same limits and framing rules, before the app sees it, and
+answers a refusal itself with ``Connection: close``. The bytes are read by then, but nothing in the
+app runs on an ambiguous request, and the connection ends with the refusal.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["HeadLimits", "Refusal", "inspect_head", "refusal_response", "INCOMPLETE"]
+from .protocols import ASGIApp, Receive, Scope, Send
+
+__all__ = ["HeadLimits", "Refusal", "asgi_head_guard", "inspect_head", "inspect_parsed_head", "refusal_response",
+           "INCOMPLETE"]
 
 _DECIMAL = re.compile(rb"[0-9]+")
 
@@ -84,6 +92,49 @@ def inspect_head(received: bytes | bytearray, limits: HeadLimits) -> int | Refus
         if len(lines) - 1 > limits.max_headers:
             return Refusal("431 Request Header Fields Too Large",
                            "More than %d header fields." % limits.max_headers)
+
+
+def inspect_parsed_head(request_line: int, fields: list[bytes], limits: HeadLimits) -> Refusal | None:
+    """A Refusal for a head a server parsed already (its request line's length, its fields as
+    'name: value' lines), or None if it is within the limits and frames its body one way."""
+    if request_line > limits.max_request_line:
+        return _too_long([])
+    if len(fields) > limits.max_headers:
+        return Refusal("431 Request Header Fields Too Large", "More than %d header fields." % limits.max_headers)
+    if any(len(field) > limits.max_header_field for field in fields):
+        return _too_long([b"the request line"])
+    return _framing(fields)
+
+
+def asgi_head_guard(app: ASGIApp, limits: HeadLimits) -> ASGIApp:
+    """``app``, behind a check of each HTTP request's head (inspect_parsed_head): a refused one is
+    answered here (status, explanation, Connection: close), and the app never sees it."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = inspect_parsed_head(_request_line_length(scope),
+                                          [name + b": " + value for name, value in scope["headers"]], limits)
+            if refusal is not None:
+                await _refuse(send, refusal)
+                return
+        await app(scope, receive, send)
+
+    return guarded
+
+
+def _request_line_length(scope: Scope) -> int:
+    """The length of the request line the scope came from (METHOD TARGET HTTP/x.y)."""
+    query = scope.get("query_string") or b""
+    target = len(scope.get("raw_path") or scope["path"].encode("utf-8")) + (len(query) + 1 if query else 0)
+    return len(scope["method"]) + 1 + target + len(" HTTP/") + len(scope.get("http_version", "1.1"))
+
+
+async def _refuse(send: Send, refusal: Refusal) -> None:
+    body = refusal.explanation.encode("latin-1") + b"\n"
+    await send({"type": "http.response.start", "status": int(refusal.status[:3]),
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body)),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _too_long(lines: list[bytes]) -> Refusal:

@@ -24,6 +24,7 @@ from .backend import ServeOptions, SharedLoop
 from .sockets.binds import BACKLOG
 from .lifespan import Lifespan
 from .loop import LoopThread
+from .request_head import asgi_head_guard
 
 __all__ = ["create"]
 
@@ -104,7 +105,7 @@ class UvicornServer:
                                 timeout_graceful_shutdown=self._options.graceful_timeout)  # type: ignore[arg-type]
         shared = _join(self._loop_share, self._app, self._options, config.get_loop_factory())
         try:
-            config.app = shared.lifespan.with_state(self._app)
+            config.app = asgi_head_guard(shared.lifespan.with_state(self._app), self._options.limits)
             config.load()
             self._server = uvicorn.Server(config)
             self._server.lifespan = config.lifespan_class(config)  # uvicorn's no-op: ours runs instead

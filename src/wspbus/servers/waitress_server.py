@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from .backend import ServeOptions
+from .request_head import HeadLimits, Refusal, inspect_head
 from .sockets.binds import BACKLOG
 
 __all__ = ["create"]
@@ -49,6 +50,7 @@ class WaitressServer:
         self._server = create_server(self._run_app, map=self._map, sockets=[self._listener],
                                      threads=self._options.threads or DEFAULT_THREADS, backlog=BACKLOG)
         self._server.channel_class = _draining_channel_class(self)
+        self._server.channel_class.parser_class = _checked_parser_class(self._options.limits)
 
     def _run_app(self, environ: Any, start_response: Any) -> Any:
         self._request.active = True
@@ -157,3 +159,27 @@ def _draining_channel_class(owner: WaitressServer) -> type:
             owner.channel_closed()
 
     return DrainingChannel
+
+
+def _checked_parser_class(limits: HeadLimits) -> type:
+    """waitress's request parser, refusing a head past ``limits`` or with ambiguous framing
+    (request_head.inspect_head) as waitress refuses one past its own size limit."""
+    from waitress.parser import HTTPRequestParser  # type: ignore[import-untyped]
+    from waitress.utilities import BadRequest  # type: ignore[import-untyped]
+
+    class CheckedParser(HTTPRequestParser):  # type: ignore[misc]  # an untyped base
+        completed: bool  # waitress's, declared for mypy (annotations only: no class attributes)
+        header_plus: bytes
+
+        def received(self, data: bytes) -> int:
+            if self.body_rcv is None and not self.completed:  # still reading the head
+                verdict = inspect_head(self.header_plus + data, limits)
+                if isinstance(verdict, Refusal):
+                    self.parse_header(b"GET / HTTP/1.0\r\n")  # what waitress does before its own refusal
+                    self.error = BadRequest(verdict.explanation)
+                    self.error.code, self.error.reason = int(verdict.status[:3]), verdict.status[4:]
+                    self.completed = True
+                    return len(data)
+            return int(super().received(data))
+
+    return CheckedParser
