@@ -153,24 +153,22 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
 
 
 def _read_available(conn: Any, bound: int) -> bool:
-    """Add to ``conn.head`` what has arrived (buffered by its reader, then the socket's), without
-    waiting and not much past ``bound`` bytes; False (and the connection closed) if the client
-    closed or failed."""
+    """Add to ``conn.head`` what has arrived (buffered by its reader, or one read of the socket),
+    without waiting, until it holds more than ``bound`` bytes; False (and the connection closed)
+    if the client closed or failed."""
     reader = conn.rfile
     if reader.has_data():  # a pipelined request cheroot's reader already took from the socket
         conn.head += reader.read1()
+    if len(conn.head) > bound:
+        return True
     try:
-        while len(conn.head) <= bound:
-            chunk = _receive(conn.socket)
-            if chunk is None:
-                break  # all that has arrived is read
-            if not chunk:
-                conn.close()
-                return False
-            conn.head += chunk
+        chunk = _receive(conn.socket)  # once: if the head is not whole, the selector calls again
     except OSError:
+        chunk = b""  # reset: as good as closed
+    if chunk == b"":
         conn.close()
         return False
+    conn.head += chunk or b""  # None: nothing yet (a new connection, say)
     return True
 
 
