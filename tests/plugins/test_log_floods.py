@@ -7,7 +7,10 @@ on stderr (3 MB here; 4.6 MB in the report).
 from __future__ import annotations
 
 
-from wspbus.plugins.logs import RepeatLimiter
+import logging
+
+from wspbus import Bus
+from wspbus.plugins.logs import LogRouter, RepeatLimiter
 
 FULL_DISK = """
 import sys
@@ -68,3 +71,20 @@ def test_the_limiter_forgets_quiet_messages_past_its_memory():
     limiter.admit("d")  # b and c, quiet, are forgotten
     assert limiter.admit("b") == (True, 0, 0.0)
     assert limiter.flush() == [("a", 1, 0.0)]
+
+
+def test_the_error_log_writes_an_identical_error_once_then_a_count(capsys):
+    bus = Bus()
+    router = LogRouter(bus)
+    router.subscribe()
+    try:
+        for _ in range(5):
+            bus.log("the same failure", level=40)
+            bus.log("Bus news", level=20)
+        logging.getLogger("asyncio").error("a loop's failure")  # asyncio's log reaches the error log
+    finally:
+        router.unsubscribe()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "ERROR the same failure", *["INFO Bus news"] * 5, "ERROR a loop's failure",
+        "ERROR the same failure ... repeated 4 times in the last %s s" % lines[-1].rsplit(" ", 2)[1]]

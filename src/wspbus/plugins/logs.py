@@ -6,12 +6,13 @@ to those two loggers, so anything else that logs to 'wspbus.*' is routed too, an
 warnings and errors of the libraries that run inside a server (asyncio, uvicorn, waitress) to the
 error log as well.
 
-The error log is rate-limited (RepeatLimiter): of identical messages (same logger, level, text and
-exception type) the first is written, the repeats within ``REPEAT_WINDOW`` seconds are counted, and
-one line says how many there were. Floods come from below the application: asyncio logs a
-traceback for every failed accept (with too few descriptors, thousands a second), and a log on a
-full disk makes ``logging`` print a traceback to stderr for every line it cannot write; the same
-limiter bounds both (``handleError`` writes one line, then counts).
+The error log's warnings and errors are rate-limited (RepeatLimiter): of identical ones (same
+logger, level, first line, exception type and place) the first is written, the repeats within
+``REPEAT_WINDOW`` seconds are counted, and one line says how many there were. Floods come from
+below the application: asyncio logs a traceback for every failed accept (with too few
+descriptors, thousands a second), and a log on a full disk makes ``logging`` print a traceback to
+stderr for every line it cannot write; the same limiter bounds both (``handleError`` writes one
+line, then counts). INFO lines are never held back: each says something new about the bus.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ REOPEN_PRIORITY = 10
 #: Loggers of the libraries servers run, routed to the error log at WARNING and above (their
 #: INFO lines repeat what the bus already says).
 LIBRARY_LOGGERS = ("asyncio", "uvicorn", "waitress")
+#: Records at this level and above are rate-limited.
+LIMITED_LEVEL = logging.WARNING
 #: Seconds over which repeats of one message are counted before one line reports them.
 REPEAT_WINDOW = 10.0
 #: Distinct messages the limiter remembers; past that, those with nothing to report are forgotten.
@@ -121,6 +124,8 @@ class RateLimitedHandler(logging.Handler):
         self.limiter = RepeatLimiter()
 
     def handle(self, record: logging.LogRecord) -> bool:
+        if record.levelno < LIMITED_LEVEL:
+            return bool(super().handle(record))  # the bus's own INFO lines: each one is news
         repeats = self.limiter.admit(_record_key(record))
         if repeats.counted:
             super().handle(_summary(record, repeats))
