@@ -2,7 +2,8 @@
 
 On main, `ulimit -n 64` and 200 concurrent clients wrote 64.5 MB of identical tracebacks in 8 s:
 CPython's selector loop, on EMFILE, logs through the loop's exception handler (logger 'asyncio')
-once per accept it tries (up to the listen backlog per wake-up). LogRouter now routes 'asyncio' to
+once per accept it tries (up to the listen backlog per wake-up: it does not stop at the first
+failure, python/cpython#151615, fixed upstream after 3.11). LogRouter now routes 'asyncio' to
 the error log, whose RepeatLimiter writes the first traceback and counts the rest. (CPython also
 schedules one retry per failed accept, and these fail at the stop on the closed socket: a second
 flood, bounded the same way.)
