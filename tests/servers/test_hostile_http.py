@@ -12,6 +12,7 @@ import pytest
 
 from serving import hello_app
 from wspbus.servers import HTTPServer
+from wspbus.servers.request_head import HeadLimits, Refusal, inspect_head
 
 
 def _get(fields: list[bytes], target: str = "/") -> bytes:
@@ -82,3 +83,13 @@ def test_a_head_within_the_limits_is_served(served):
     fields = [b"X-Big: " + b"a" * 8000] + [b"X-H%d: v" % n for n in range(97)]  # with Host and Connection: 100
     assert exchange(served, _get(fields, "/" + "a" * 4000).replace(b"Host: t\r\n", b"Host: t\r\nConnection: close\r\n"))[0] == 200
     assert exchange(served, _post([b"Content-Length: 5", b"Connection: close"], b"abcde"))[0] == 200
+
+
+def test_a_head_past_its_total_bound_is_refused_while_incomplete():
+    """Empty lines before the request line, then as many fields as allowed, then a field that
+    never ends: refused (not read forever, not left readable in the connection loop)."""
+    limits = HeadLimits(max_request_line=10, max_header_field=10, max_headers=2)
+    head = b"\r\n" * 5 + b"GET /a H\r\n" + b"X-A: 12345\r\n" * 2 + b"X-B: 1234"
+    assert len(head) > limits.max_head
+    verdict = inspect_head(head, limits)
+    assert isinstance(verdict, Refusal) and verdict.status.startswith("431")

@@ -160,7 +160,7 @@ def _read_available(conn: Any, bound: int) -> bool:
     if reader.has_data():  # a pipelined request cheroot's reader already took from the socket
         conn.head += reader.read1()
     if len(conn.head) > bound:
-        return True
+        return True  # inspect_head refuses it: no head within the limits is that long
     try:
         chunk = _receive(conn.socket)  # once: if the head is not whole, the selector calls again
     except OSError:

@@ -81,6 +81,8 @@ def inspect_head(received: bytes | bytearray, limits: HeadLimits) -> int | Refus
         if end < 0:
             if len(received) - position > limit:
                 return _too_long(lines)
+            if len(received) > limits.max_head:  # leading empty lines and a whole head's worth
+                return Refusal("431 Request Header Fields Too Large", "The request head is too large.")
             return INCOMPLETE
         line = bytes(received[position:end]).removesuffix(b"\r")
         position = end + 1
