@@ -3,6 +3,8 @@
 Every value is checked where it is read, so a mistake is reported as one line naming the file,
 the key and what was expected (``ConfigError``; the command exits 78, ``exits.EX_CONFIG``). Relative paths
 in a file are relative to the file's directory; on the command line, to the current directory.
+Past 400 lines because every key's converter and table sit together: one place says what each
+key accepts.
 """
 
 from __future__ import annotations
