@@ -55,6 +55,7 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
 
         head = b""
         refused = False
+        served = False  # has had a request: idle between requests, it is closed at a stop
 
     class CherootServer(wsgi.Server):
         """cheroot's WSGI server on a socket that already listens, with a prompt stop."""
@@ -101,6 +102,7 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
                     self._watch(conn)
                 else:
                     _unread(conn)
+                    conn.served = True
                     super().process_conn(conn)
 
         def _watch(self, conn: Any) -> None:
@@ -127,11 +129,13 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
             self._watch(conn)
 
         def _hand_over_waiting_heads(self) -> None:
-            """At a stop, the connections still sending their head go to workers, as cheroot alone
-            would have given them: a request that arrives within the graceful timeout is answered."""
+            """At a stop, new connections and those part-way through a head go to workers, as
+            cheroot alone would have given them: a request that arrives within the graceful
+            timeout is answered. Kept-alive connections idle between requests are closed, as
+            cheroot closes them."""
             selector = self._connections._selector
             waiting = [(fd, conn) for fd, conn in selector.connections
-                       if isinstance(conn, GatedConnection) and not conn.refused]
+                       if isinstance(conn, GatedConnection) and not conn.refused and (conn.head or not conn.served)]
             for fd, conn in waiting:
                 selector.unregister(fd)
                 _unread(conn)
