@@ -63,26 +63,28 @@ def exchange(address, request: bytes, deadline: float = 5.0) -> tuple[int, bool]
     return int(status), closed
 
 
-@pytest.fixture(params=["cheroot", "waitress", "uvicorn"])
+@pytest.fixture(params=["cheroot", "waitress", "uvicorn", "stdlib"])
 def served(request, bus):
     server = request.param
     plugin = HTTPServer(bus, hello_app(server), "127.0.0.1:0", server=server,
                         protocol="asgi" if server == "uvicorn" else "wsgi")
     plugin.subscribe()
     bus.start()
-    return plugin.address
+    return plugin
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_head_is_refused_and_the_connection_closed(served, name):
     request, expected = HOSTILE[name]
-    assert exchange(served, request) == (expected, True)
+    assert exchange(served.address, request) == (expected, True)
 
 
 def test_a_head_within_the_limits_is_served(served):
-    fields = [b"X-Big: " + b"a" * 8000] + [b"X-H%d: v" % n for n in range(97)]  # with Host and Connection: 100
-    assert exchange(served, _get(fields, "/" + "a" * 4000).replace(b"Host: t\r\n", b"Host: t\r\nConnection: close\r\n"))[0] == 200
-    assert exchange(served, _post([b"Content-Length: 5", b"Connection: close"], b"abcde"))[0] == 200
+    # With Host and Connection: 100 fields (99 on stdlib: http.client stops there, whatever we allow).
+    fields = [b"X-Big: " + b"a" * 8000] + [b"X-H%d: v" % n for n in range(96 if served.server == "stdlib" else 97)]
+    request = _get(fields, "/" + "a" * 4000).replace(b"Host: t\r\n", b"Host: t\r\nConnection: close\r\n")
+    assert exchange(served.address, request)[0] == 200
+    assert exchange(served.address, _post([b"Content-Length: 5", b"Connection: close"], b"abcde"))[0] == 200
 
 
 def test_a_head_past_its_total_bound_is_refused_while_incomplete():
