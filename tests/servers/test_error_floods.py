@@ -11,6 +11,7 @@ flood, bounded the same way.)
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import sys
@@ -73,4 +74,6 @@ def test_accept_failures_are_logged_once_then_counted(spawn, tmp_path):
     # (each fails on the closed socket: 'Exception in callback ..._start_serving').
     assert output.count("Traceback") <= 2, output[-3000:]
     assert output.count("socket.accept() out of system resource\n") == 1, output[-3000:]
-    assert "socket.accept() out of system resource ... repeated" in output, output[-3000:]
+    # One failed accept per wake-up, and the loop wakes again a second later: a few, not thousands.
+    repeats = re.search(r"socket.accept\(\) out of system resource \.\.\. repeated (\d+) times", output)
+    assert repeats and int(repeats.group(1)) < 100, output[-3000:]
