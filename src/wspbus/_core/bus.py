@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from .channels import BUILTIN_CHANNELS, Channels, ListenersView
 from .errors import ChannelFailures, StartupError, add_failure, collect_failures, failure_message
 from .shutdown import join_threads, run_bounded
+from .starting import StartInProgress
 from .states import State, StateWatcher, StateWatchers, as_state_set, states
 from .stdlib_log import StdlibLogger
 from .waking import Waiters
@@ -67,6 +68,7 @@ class Bus:
         self._state = states.STOPPED
         self._exit_begun = False
         self._exit_done = False
+        self._start_in_progress = StartInProgress()  # an exit asked for meanwhile waits for it
         self._state_watchers = StateWatchers()
         #: The asyncio loop coroutine listeners run on (set by wspbus.aio.run_bus or by hand).
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -198,9 +200,12 @@ class Bus:
             self.log(failure_message(channel, listener, exc), level=40)
         return failures
 
-    def _publish_until_failure(self, channel: str) -> None:
-        """Call the listeners of ``channel`` in order; the first failure ends the publish."""
+    def _publish_until_failure(self, channel: str, until: Callable[[], bool] = lambda: False) -> None:
+        """Call the listeners of ``channel`` in order; the first failure, or ``until()`` becoming
+        true between two listeners, ends the publish."""
         for listener in self._ordered.get(channel, ()):
+            if until():
+                return
             try:
                 listener()
             except BaseException as exc:
@@ -229,18 +234,23 @@ class Bus:
         """Start all services; on a failing start listener, shut down and re-raise its error."""
         if self._exit_begun:
             raise RuntimeError("cannot start the bus: it is %s" % self.state.name)
-        self.state = states.STARTING
-        self.log("Bus STARTING")
-        try:
-            self._publish_until_failure("start")
-        except ChannelFailures as failures:
-            self.log("Shutting down due to error in start listener: %s" % failures, level=40)
-            if not self.exit_code:
-                self.exit_code = 1
-            self._exit_quietly()
-            raise
-        self.state = states.STARTED
-        self.log("Bus STARTED")
+        with self._start_in_progress.running():
+            self.state = states.STARTING
+            self.log("Bus STARTING")
+            try:
+                self._publish_until_failure("start", until=lambda: self._exit_begun)
+            except ChannelFailures as failures:
+                self.log("Shutting down due to error in start listener: %s" % failures, level=40)
+                if not self.exit_code:
+                    self.exit_code = 1
+                self._exit_quietly()
+                raise
+            # An exit claimed from now on waits for this block to end, so it follows STARTED.
+            if self._exit_begun:
+                self.log("Bus start abandoned: an exit was asked for while STARTING")
+                return
+            self.state = states.STARTED
+            self.log("Bus STARTED")
 
     def stop(self) -> None:
         """Stop all services. Listeners must tolerate a stop without a start."""
@@ -253,9 +263,20 @@ class Bus:
             self.log("Bus STOPPED")
 
     def exit(self) -> None:
-        """Stop all services and prepare to exit the process. A second call does nothing."""
+        """Stop all services and prepare to exit the process. A second call does nothing.
+
+        While another thread runs start(), the exit is claimed at once (the start calls no
+        further listener and never reports STARTED) and runs once that start has returned.
+        """
         if self._begin_exit():
+            self._wait_for_start()
             self._run_exit()
+
+    def _wait_for_start(self) -> None:
+        """Let a start running on another thread end before the exit stops what it started."""
+        if self._start_in_progress.elsewhere():
+            self.log("Exit asked for while STARTING: waiting for the start listener running to return")
+            self._start_in_progress.wait_elsewhere()
 
     def _begin_exit(self, *, execv: bool = False) -> bool:
         """Claim the exit (for a restart if ``execv``); False if another call already did."""
@@ -289,6 +310,7 @@ class Bus:
         Ignored once an exit has begun: a process told to end must not come back.
         """
         if self._begin_exit(execv=True):
+            self._wait_for_start()
             self._run_exit()
         else:
             self.log("Restart ignored: the bus is already exiting", level=30)

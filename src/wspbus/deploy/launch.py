@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .._core.bus import Bus
+from .._core.bus import Bus, states
 from ..plugins.status import StatusFile
 from ..servers.httpserver import HTTPServer
 from ..servers.protocols import protocols_of
@@ -294,7 +294,12 @@ def start(deployment: Deployment, out: TextIO | None = None) -> int:
 
 
 def announce(deployment: Deployment, out: TextIO | None = None) -> None:
-    """Print where the site serves and what is mounted (a daemon logs it: its stdout is gone)."""
+    """Print where the site serves and what is mounted (a daemon logs it: its stdout is gone).
+
+    Nothing if the bus is not STARTED: an exit asked for while it was starting abandoned the start.
+    """
+    if deployment.bus.state is not states.STARTED:
+        return
     out = out or sys.stdout
     for line in deployment.banner():
         print("wspbus: " + line, file=out)
