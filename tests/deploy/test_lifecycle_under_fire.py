@@ -24,29 +24,38 @@ SLOW_START = """
 
     @wspbus.bus.subscribe("start", priority=80)
     def slow_start():
-        path = os.environ["SLOW_START_FIFO"]
         print("slow start waiting in", os.getpid(), flush=True)
-        with open(path) as fifo:  # blocks until the test opens it for writing
+        with open(os.environ["GATE_FIFO"]) as fifo:  # blocks until the test opens it for writing
             fifo.readline()
         print("slow start done", flush=True)
 """
 
+#: Imported by --import before the plugins are built: the moment before the SignalHandler installs.
+SLOW_IMPORT = """
+    import os
 
-class SlowStart:
-    """The FIFO a slow 'start' listener waits on, and the test's side of it."""
+    print("slow import waiting in", os.getpid(), flush=True)
+    with open(os.environ["GATE_FIFO"]) as fifo:
+        fifo.readline()
+"""
 
-    def __init__(self, tmp_path):
+
+class Gate:
+    """A module (imported with --import) that waits on a FIFO, and the test's side of that FIFO."""
+
+    def __init__(self, tmp_path, code=SLOW_START, module="slow_start"):
         self.dir = tmp_path
-        self.fifo = tmp_path / "start.fifo"
+        self.module = module
+        self.fifo = tmp_path / (module + ".fifo")
         os.mkfifo(self.fifo)
-        (tmp_path / "slow_start.py").write_text(textwrap.dedent(SLOW_START))
-        self.env = {"SLOW_START_FIFO": str(self.fifo)}
+        (tmp_path / (module + ".py")).write_text(textwrap.dedent(code))
+        self.env = {"GATE_FIFO": str(self.fifo)}
 
     def args(self):
-        return ["--pythonpath", MINIMAL, "--pythonpath", self.dir, "--import", "slow_start"]
+        return ["--pythonpath", MINIMAL, "--pythonpath", self.dir, "--import", self.module]
 
     def release(self):
-        """Let the waiting start listener return (opening for writing waits for its reader)."""
+        """Let the waiting module go on (opening for writing waits for its reader)."""
         fd = os.open(self.fifo, os.O_WRONLY)
         try:
             os.write(fd, b"go\n")
@@ -72,7 +81,7 @@ def bound_port(child) -> int:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_exit_requested_while_starting_wins_and_the_first_signal_ends_it(spawn, tmp_path, signum):
-    slow = SlowStart(tmp_path)
+    slow = Gate(tmp_path)
     child = spawn([*WSPBUS, "serve", *map(str, slow.args()), "-b", "127.0.0.1:0", "hello:app"],
                   env=slow.env)
     port = bound_port(child)
@@ -89,7 +98,7 @@ def test_exit_requested_while_starting_wins_and_the_first_signal_ends_it(spawn, 
 
 
 def test_reload_requested_while_starting_restarts_into_a_serving_site(spawn, tmp_path):
-    slow = SlowStart(tmp_path)
+    slow = Gate(tmp_path)
     child = spawn([*WSPBUS, "serve", *map(str, slow.args()), "--pidfile", tmp_path / "site.pid",
                    "-b", "127.0.0.1:0", "hello:app"], env=slow.env)
     child.expect("slow start waiting")
@@ -105,3 +114,70 @@ def test_reload_requested_while_starting_restarts_into_a_serving_site(spawn, tmp
     assert "Restart ignored" not in output_so_far
     child.send(signal.SIGTERM)  # one SIGTERM, as `wspbus stop` sends
     assert child.wait() == 0
+
+
+# -- 2. a second signal right after a reload ---------------------------------------------
+
+
+def reloaded_and_waiting_in_import(spawn, tmp_path):
+    """A site reloaded once, its new process held in an --import before any handler is installed."""
+    gate = Gate(tmp_path, SLOW_IMPORT, "slow_import")
+    child = spawn([*WSPBUS, "serve", *map(str, gate.args()), "--pidfile", tmp_path / "site.pid",
+                   "-b", "127.0.0.1:0", "hello:app"], env=gate.env)
+    first = int(child.expect(r"slow import waiting in (\d+)").group(1))
+    gate.release()
+    child.expect(r"^wspbus: serving")
+    child.send(signal.SIGHUP)
+    child.expect("Re-spawning")
+    assert int(child.expect(r"slow import waiting in (\d+)").group(1)) == first  # re-executed, same pid
+    return gate, child
+
+
+def test_sighup_while_the_reloaded_process_imports_reloads_again(spawn, tmp_path):
+    gate, child = reloaded_and_waiting_in_import(spawn, tmp_path)
+    child.send(signal.SIGHUP)
+    gate.release()
+    child.expect(r"^wspbus: serving")
+    child.expect("Caught signal SIGHUP")  # taken once the new process was up: a reload
+    child.expect("slow import waiting in")
+    gate.release()
+    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    assert get(url) == (200, b"Hello from wspbus!\n")
+    child.send(signal.SIGTERM)
+    assert child.wait() == 0
+
+
+def test_sigterm_while_the_reloaded_process_imports_ends_it_with_status_0(spawn, tmp_path):
+    gate, child = reloaded_and_waiting_in_import(spawn, tmp_path)
+    child.send(signal.SIGTERM)
+    gate.release()
+    assert child.wait() == 0
+    assert "Caught signal SIGTERM" in child.output()
+
+
+SLOW_STOP = """
+    import os
+    import wspbus
+
+    @wspbus.bus.subscribe("stop", priority=10)
+    def slow_stop():
+        print("slow stop waiting in", os.getpid(), flush=True)
+        with open(os.environ["GATE_FIFO"]) as fifo:
+            fifo.readline()
+"""
+
+
+def test_sigterm_while_the_old_process_restarts_ends_it_with_status_0(spawn, tmp_path):
+    """SIGTERM during the reload's own exit: the process ends (exit 0) instead of re-executing."""
+    gate = Gate(tmp_path, SLOW_STOP, "slow_stop")
+    child = spawn([*WSPBUS, "serve", *map(str, gate.args()), "-b", "127.0.0.1:0", "hello:app"], env=gate.env)
+    child.expect(r"^wspbus: serving")
+    child.send(signal.SIGHUP)
+    child.expect("slow stop waiting")
+    child.send(signal.SIGTERM)
+    child.expect("Caught signal SIGTERM")
+    gate.release()
+    status = child.wait()
+    output = child.output()
+    assert status == 0, output
+    assert "Re-spawning" not in output
