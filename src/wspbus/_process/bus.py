@@ -19,11 +19,30 @@ class Bus(core.Bus):
     """Process state machine and messenger for HTTP site deployment (``wspbus.Bus``).
 
     ``block()`` re-executes the process after ``restart()``, and bounds the interpreter's
-    exit by ``graceful_timeout`` after ``exit()``.
+    exit by ``graceful_timeout`` after ``exit()``. Signals are held across the re-exec and
+    taken by the new process once its start() has returned (reexec.SignalHold).
     """
 
+    def start(self) -> None:
+        """Start; then, in a re-executed process, take the signals held across the exec."""
+        try:
+            super().start()
+        finally:
+            reexec.release_held_signals()
+
     def _reexecute(self) -> None:
-        """Re-execute this process: same interpreter, flags, arguments and working directory."""
+        """Re-execute this process: same interpreter, flags, arguments and working directory.
+
+        The signals the process handles are blocked first (SignalHold); one whose handler ran
+        before that and asked for an exit (a SIGTERM) has cancelled the restart: no exec then.
+        """
+        held = reexec.hold_signals()
+        if not self.execv:
+            reexec.cancel_signal_hold(held)
+            self.log("Not re-spawning: an exit was asked for during the restart")
+            if self.graceful_timeout is not None:
+                self._bound_interpreter_exit(self.graceful_timeout)
+            return
         args = reexec.command_line()
         self.log("Re-spawning %s" % " ".join(args))
         reexec.reexec(args)
