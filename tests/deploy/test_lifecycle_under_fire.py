@@ -13,7 +13,7 @@ import socket
 import textwrap
 
 import pytest
-from serve_support import EXAMPLES, WSPBUS, banner_port, get
+from serve_support import EXAMPLES, WSPBUS, SteadyClient, banner_port, get, run
 from support import DEADLINE
 
 MINIMAL = EXAMPLES / "minimal"
@@ -181,3 +181,48 @@ def test_sigterm_while_the_old_process_restarts_ends_it_with_status_0(spawn, tmp
     output = child.output()
     assert status == 0, output
     assert "Re-spawning" not in output
+
+
+# -- 3. reloads coalesce -----------------------------------------------------------------
+
+WSGI_APP = """
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"%s"]
+"""
+
+ASGI_APP = """
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"%s"})
+"""
+
+
+@pytest.mark.parametrize("template", [WSGI_APP, ASGI_APP], ids=["wsgi", "asgi"])
+def test_a_burst_of_reloads_ends_on_the_newest_code_with_no_failed_request(spawn, tmp_path, template):
+    def write(version: int) -> None:
+        (tmp_path / "site_app.py").write_text(textwrap.dedent(template % ("version %d" % version)))
+
+    write(0)
+    pidfile = tmp_path / "site.pid"
+    child = spawn([*WSPBUS, "serve", "--chdir", tmp_path, "-b", "127.0.0.1:0", "--pidfile", pidfile,
+                   "site_app:app"], env={"PYTHONDONTWRITEBYTECODE": "1"})
+    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    with SteadyClient(url) as client:
+        client.wait_for(b"version 0")
+        for version in range(1, 21):
+            write(version)
+            result = run("reload", "--pidfile", pidfile)
+            assert result.returncode == 0, result.stderr
+        client.wait_for(b"version 20", timeout=30)
+    assert client.failures == []
+    assert len(client.bodies) > 20
+    result = run("stop", "--pidfile", pidfile, "--timeout", "10")
+    assert result.returncode == 0, result.stderr
+    assert child.wait() == 0
