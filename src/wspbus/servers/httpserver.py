@@ -111,10 +111,10 @@ class HTTPServer(ServerAdapter):
                 self._bridge.close()  # its threads go; a start after this stop makes new ones
 
     def graceful(self) -> None:
-        """Restart the server on the same listening socket: no connection is refused meanwhile."""
-        if self._may_restart():
-            super().stop()
-            self.start()
+        """Keep serving: 'graceful' (SIGUSR1, ``wspbus graceful``) reopens logs, which the log
+        plugin does; restarting the server would close its idle keep-alive connections, and
+        the next request on one would get EOF. (ServerAdapter, CherryPy's, still restarts.)"""
+        self.bus.log("%s: nothing to do on graceful; still serving" % self.description, level=10)
 
     # -- what the servers of one bus share -----------------------------------------------
 
