@@ -226,3 +226,54 @@ def test_a_burst_of_reloads_ends_on_the_newest_code_with_no_failed_request(spawn
     result = run("stop", "--pidfile", pidfile, "--timeout", "10")
     assert result.returncode == 0, result.stderr
     assert child.wait() == 0
+
+
+# -- 9. --reload and a save that compiles but does not import ------------------------------
+
+
+def test_autoreload_survives_a_save_that_fails_to_import_and_serves_the_next_good_one(spawn, tmp_path):
+    app = tmp_path / "site_app.py"
+    app.write_text(textwrap.dedent(WSGI_APP % "version 1"))
+    child = spawn([*WSPBUS, "serve", "--chdir", tmp_path, "-b", "127.0.0.1:0", "--reload", "site_app:app"],
+                  env={"PYTHONDONTWRITEBYTECODE": "1"})
+    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    with SteadyClient(url) as client:
+        client.wait_for(b"version 1")
+        app.write_text("import a_dependency_nobody_installed\n" + textwrap.dedent(WSGI_APP % "version 2"))
+        child.expect("No module named 'a_dependency_nobody_installed'")
+        assert child.proc.poll() is None
+        assert get(url) == (200, b"version 1")  # the old code keeps serving
+        app.write_text(textwrap.dedent(WSGI_APP % "version 3"))
+        client.wait_for(b"version 3")
+    assert client.failures == []
+    child.send(signal.SIGTERM)
+    assert child.wait() == 0
+    assert child.output().count("a_dependency_nobody_installed") == 1  # the error is shown once
+
+
+# -- 8. a reload into broken code in single-process mode -------------------------------------
+
+
+def test_a_reload_into_broken_code_keeps_serving_and_reload_says_why(spawn, tmp_path):
+    app = tmp_path / "site_app.py"
+    app.write_text(textwrap.dedent(WSGI_APP % "version 1"))
+    pidfile = tmp_path / "site.pid"
+    child = spawn([*WSPBUS, "serve", "--chdir", tmp_path, "-b", "127.0.0.1:0", "--pidfile", pidfile,
+                   "site_app:app"], env={"PYTHONDONTWRITEBYTECODE": "1"})
+    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    with SteadyClient(url) as client:
+        client.wait_for(b"version 1")
+        app.write_text("import a_dependency_nobody_installed\n" + textwrap.dedent(WSGI_APP % "version 2"))
+        result = run("reload", "--pidfile", pidfile)
+        assert result.returncode != 0
+        assert "a_dependency_nobody_installed" in result.stderr and "Traceback" not in result.stderr
+        assert child.proc.poll() is None
+        assert get(url) == (200, b"version 1")
+        app.write_text(textwrap.dedent(WSGI_APP % "version 3"))
+        result = run("reload", "--pidfile", pidfile)
+        assert result.returncode == 0, result.stderr
+        assert get(url) == (200, b"version 3")  # `wspbus reload` returned once the new code serves
+    assert client.failures == []
+    assert run("stop", "--pidfile", pidfile).returncode == 0
+    assert child.wait() == 0
+    assert child.output().count("No module named 'a_dependency_nobody_installed'") == 1  # logged once
