@@ -31,12 +31,14 @@ SLOW_START = """
 """
 
 #: Imported by --import before the plugins are built: the moment before the SignalHandler installs.
+#: Not in the child that checks the new code before a reload (deploy.precheck): it only imports.
 SLOW_IMPORT = """
     import os
 
-    print("slow import waiting in", os.getpid(), flush=True)
-    with open(os.environ["GATE_FIFO"]) as fifo:
-        fifo.readline()
+    if not os.environ.get("WSPBUS_CHECK_ONLY"):
+        print("slow import waiting in", os.getpid(), flush=True)
+        with open(os.environ["GATE_FIFO"]) as fifo:
+            fifo.readline()
 """
 
 
@@ -248,7 +250,7 @@ def test_autoreload_survives_a_save_that_fails_to_import_and_serves_the_next_goo
     assert client.failures == []
     child.send(signal.SIGTERM)
     assert child.wait() == 0
-    assert child.output().count("a_dependency_nobody_installed") == 1  # the error is shown once
+    assert "a_dependency_nobody_installed" not in child.output()  # shown once: the line expected above
 
 
 # -- 8. a reload into broken code in single-process mode -------------------------------------

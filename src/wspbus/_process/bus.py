@@ -9,8 +9,11 @@ own exit so that threads the bus does not own cannot hang it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .._core import bus as core
 from . import reexec
+from .checked_restart import CheckedRestart
 
 __all__ = ["Bus"]
 
@@ -22,6 +25,29 @@ class Bus(core.Bus):
     exit by ``graceful_timeout`` after ``exit()``. Signals are held across the re-exec and
     taken by the new process once its start() has returned (reexec.SignalHold).
     """
+
+    def __init__(self, *, graceful_timeout: float | None = core.DEFAULT_GRACEFUL_TIMEOUT) -> None:
+        super().__init__(graceful_timeout=graceful_timeout)
+        #: Called before a restart (wspbus serve imports the site in a child interpreter):
+        #: None if the new code can start, else one line saying why not; None: no check.
+        self.restart_check: Callable[[], str | None] | None = None
+        self._checked_restart = CheckedRestart()
+
+    def restart(self) -> None:
+        """Exit and re-execute; with a ``restart_check``, only if the new code passes it."""
+        self.request_restart()
+
+    def request_restart(self) -> str | None:
+        """restart(), returning why it was refused: the check failed, the old code keeps
+        running and the error is logged once (requests during a check share its outcome)."""
+        check = self.restart_check
+        if check is None or self.exit_begun:
+            super().restart()
+            return None
+        return self._checked_restart.request(check, super().restart, self._restart_refused)
+
+    def _restart_refused(self, why: str) -> None:
+        self.log("Reload refused, the running code keeps serving: %s" % why, level=40)
 
     def start(self) -> None:
         """Start; then, in a re-executed process, take the signals held across the exec."""

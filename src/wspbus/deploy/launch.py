@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .._core.bus import Bus, states
+from .._process.bus import Bus as ProcessBus
 from ..plugins.status import StatusFile
 from ..servers.httpserver import HTTPServer
 from ..servers.protocols import protocols_of
 from ..servers.sockets.binds import Bind
 from . import config as _config
+from . import precheck
 from .config import ConfigError, PluginConfig, ServerConfig, SiteConfig
 from .exits import EX_CONFIG, EX_OK, EX_UNAVAILABLE
 from .paste import load_site as load_paste_site
@@ -312,15 +314,26 @@ def launch(config: SiteConfig, bus: Bus | None = None, site: Site | None = None)
     """Deploy, start and block until the site exits; the process's exit status."""
     bus = process_bus(bus)
     try:
+        if site is None and precheck.check_requested():
+            return check_site(config)
         deployment = deploy(bus, config, site)
     except ConfigError as exc:
         print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
         return EX_CONFIG
+    if site is None and isinstance(bus, ProcessBus):
+        bus.restart_check = precheck.check_new_code  # a reload into code that fails is refused
     status = start(deployment)
     if status != EX_OK:
         return status
     bus.block()
     return bus.exit_code
+
+
+def check_site(config: SiteConfig) -> int:
+    """In the child a reload runs first (deploy.precheck): import what the site imports, start nothing."""
+    prepare_process(config)
+    build_site(config)
+    return EX_OK
 
 
 def quickstart(app: Callable[..., Any] | Mapping[str, Callable[..., Any]], bind: str = "127.0.0.1:8080", *,
