@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import textwrap
 
 import pytest
@@ -218,10 +219,19 @@ def test_a_burst_of_reloads_ends_on_the_newest_code_with_no_failed_request(spawn
     url = child.expect(r"^wspbus: serving (\S+)$").group(1)
     with SteadyClient(url) as client:
         client.wait_for(b"version 0")
-        for version in range(1, 21):
-            write(version)
-            result = run("reload", "--pidfile", pidfile)
-            assert result.returncode == 0, result.stderr
+        reloads = []
+        try:
+            for version in range(1, 21):  # fired back to back, not waiting for each other
+                write(version)
+                reloads.append(subprocess.Popen([*WSPBUS, "reload", "--pidfile", str(pidfile)],
+                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            outcomes = [(reload.wait(60), reload.stdout.read()) for reload in reloads]
+        finally:
+            for reload in reloads:
+                reload.kill()
+                reload.wait()
+                reload.stdout.close()
+        assert [status for status, _ in outcomes] == [0] * 20, outcomes
         client.wait_for(b"version 20", timeout=30)
     assert client.failures == []
     assert len(client.bodies) > 20

@@ -108,6 +108,13 @@ class Handover:
             self._inherited = _read_inherited_env()
         return self._inherited.pop(name, None)
 
+    def take_named(self, prefix: str) -> dict[str, int]:
+        """Every descriptor a previous incarnation passed under a name starting with ``prefix``, once."""
+        if self._inherited is None:
+            self._inherited = _read_inherited_env()
+        names = [name for name in self._inherited if name.startswith(prefix)]
+        return {name: self._inherited.pop(name) for name in names}
+
     def replace_process(self, args: list[str]) -> None:
         """Replace this process with ``args``, passing on the kept descriptors (and the import
         map), from the directory the process started in."""
@@ -276,6 +283,11 @@ def forget(fd: int) -> None:
 def take_inherited(name: str) -> int | None:
     """The descriptor a previous incarnation of this process passed as ``name``, once."""
     return HANDOVER.take(name)
+
+
+def take_inherited_named(prefix: str) -> dict[str, int]:
+    """Every descriptor a previous incarnation passed under a name starting with ``prefix``, once."""
+    return HANDOVER.take_named(prefix)
 
 
 def reexec(args: list[str]) -> None:

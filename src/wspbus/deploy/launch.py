@@ -24,6 +24,7 @@ from ..servers.protocols import protocols_of
 from ..servers.sockets.binds import Bind
 from . import config as _config
 from . import precheck
+from .reload_socket import ReloadSocket
 from .config import ConfigError, PluginConfig, ServerConfig, SiteConfig
 from .exits import EX_CONFIG, EX_OK, EX_UNAVAILABLE
 from .paste import load_site as load_paste_site
@@ -322,6 +323,8 @@ def launch(config: SiteConfig, bus: Bus | None = None, site: Site | None = None)
         return EX_CONFIG
     if site is None and isinstance(bus, ProcessBus):
         bus.restart_check = precheck.check_new_code  # a reload into code that fails is refused
+        if config.pidfile:
+            ReloadSocket(bus, config.pidfile).subscribe()  # `wspbus reload` learns the outcome
     status = start(deployment)
     if status != EX_OK:
         return status
