@@ -207,16 +207,25 @@ ASGI_APP = """
 """
 
 
+def write_version(directory, version: int, template: str = WSGI_APP, first_line: str = "") -> None:
+    (directory / "site_app.py").write_text(first_line + textwrap.dedent(template % ("version %d" % version)))
+
+
+def serve_versioned(spawn, directory, *options):
+    """``wspbus serve`` of site_app:app from ``directory`` (no bytecode: saves in one second differ)."""
+    child = spawn([*WSPBUS, "serve", "--chdir", directory, "-b", "127.0.0.1:0", *options, "site_app:app"],
+                  env={"PYTHONDONTWRITEBYTECODE": "1"})
+    return child, child.expect(r"^wspbus: serving (\S+)$").group(1)
+
+
 @pytest.mark.parametrize("template", [WSGI_APP, ASGI_APP], ids=["wsgi", "asgi"])
 def test_a_burst_of_reloads_ends_on_the_newest_code_with_no_failed_request(spawn, tmp_path, template):
     def write(version: int) -> None:
-        (tmp_path / "site_app.py").write_text(textwrap.dedent(template % ("version %d" % version)))
+        write_version(tmp_path, version, template)
 
     write(0)
     pidfile = tmp_path / "site.pid"
-    child = spawn([*WSPBUS, "serve", "--chdir", tmp_path, "-b", "127.0.0.1:0", "--pidfile", pidfile,
-                   "site_app:app"], env={"PYTHONDONTWRITEBYTECODE": "1"})
-    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    child, url = serve_versioned(spawn, tmp_path, "--pidfile", pidfile)
     with SteadyClient(url) as client:
         client.wait_for(b"version 0")
         reloads = []
@@ -242,20 +251,19 @@ def test_a_burst_of_reloads_ends_on_the_newest_code_with_no_failed_request(spawn
 
 # -- 9. --reload and a save that compiles but does not import ------------------------------
 
+BROKEN_IMPORT = "import a_dependency_nobody_installed\n"
+
 
 def test_autoreload_survives_a_save_that_fails_to_import_and_serves_the_next_good_one(spawn, tmp_path):
-    app = tmp_path / "site_app.py"
-    app.write_text(textwrap.dedent(WSGI_APP % "version 1"))
-    child = spawn([*WSPBUS, "serve", "--chdir", tmp_path, "-b", "127.0.0.1:0", "--reload", "site_app:app"],
-                  env={"PYTHONDONTWRITEBYTECODE": "1"})
-    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    write_version(tmp_path, 1)
+    child, url = serve_versioned(spawn, tmp_path, "--reload")
     with SteadyClient(url) as client:
         client.wait_for(b"version 1")
-        app.write_text("import a_dependency_nobody_installed\n" + textwrap.dedent(WSGI_APP % "version 2"))
+        write_version(tmp_path, 2, first_line=BROKEN_IMPORT)
         child.expect("No module named 'a_dependency_nobody_installed'")
         assert child.proc.poll() is None
         assert get(url) == (200, b"version 1")  # the old code keeps serving
-        app.write_text(textwrap.dedent(WSGI_APP % "version 3"))
+        write_version(tmp_path, 3)
         client.wait_for(b"version 3")
     assert client.failures == []
     child.send(signal.SIGTERM)
@@ -267,21 +275,18 @@ def test_autoreload_survives_a_save_that_fails_to_import_and_serves_the_next_goo
 
 
 def test_a_reload_into_broken_code_keeps_serving_and_reload_says_why(spawn, tmp_path):
-    app = tmp_path / "site_app.py"
-    app.write_text(textwrap.dedent(WSGI_APP % "version 1"))
+    write_version(tmp_path, 1)
     pidfile = tmp_path / "site.pid"
-    child = spawn([*WSPBUS, "serve", "--chdir", tmp_path, "-b", "127.0.0.1:0", "--pidfile", pidfile,
-                   "site_app:app"], env={"PYTHONDONTWRITEBYTECODE": "1"})
-    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    child, url = serve_versioned(spawn, tmp_path, "--pidfile", pidfile)
     with SteadyClient(url) as client:
         client.wait_for(b"version 1")
-        app.write_text("import a_dependency_nobody_installed\n" + textwrap.dedent(WSGI_APP % "version 2"))
+        write_version(tmp_path, 2, first_line=BROKEN_IMPORT)
         result = run("reload", "--pidfile", pidfile)
         assert result.returncode != 0
         assert "a_dependency_nobody_installed" in result.stderr and "Traceback" not in result.stderr
         assert child.proc.poll() is None
         assert get(url) == (200, b"version 1")
-        app.write_text(textwrap.dedent(WSGI_APP % "version 3"))
+        write_version(tmp_path, 3)
         result = run("reload", "--pidfile", pidfile)
         assert result.returncode == 0, result.stderr
         assert get(url) == (200, b"version 3")  # `wspbus reload` returned once the new code serves
