@@ -8,10 +8,12 @@ site is STARTING, then lets the start go on by writing a line to the FIFO.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import textwrap
+import threading
 
 import pytest
 from serve_support import EXAMPLES, WSPBUS, SteadyClient, banner_port, get, run
@@ -294,3 +296,71 @@ def test_a_reload_into_broken_code_keeps_serving_and_reload_says_why(spawn, tmp_
     assert run("stop", "--pidfile", pidfile).returncode == 0
     assert child.wait() == 0
     assert child.output().count("No module named 'a_dependency_nobody_installed'") == 1  # logged once
+
+
+# -- 4. --graceful-timeout bounds the whole stop -------------------------------------------
+
+SLOW_WSGI = """
+    import os, time
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            os.write(1, b"slow request running\\n")  # one write: three threads print at once
+            time.sleep(12)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+"""
+
+SLOW_ASGI = """
+    import asyncio
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        if scope["path"] == "/slow":
+            print("slow request running", flush=True)
+            await asyncio.sleep(12)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"done"})
+"""
+
+
+def _slow_request(url: str, outcomes: list) -> None:
+    try:
+        outcomes.append(get(url, "/slow", timeout=30))
+    except OSError as exc:
+        outcomes.append(exc)
+
+
+@pytest.mark.parametrize("code", [SLOW_WSGI, SLOW_ASGI], ids=["wsgi", "asgi"])
+def test_graceful_timeout_bounds_the_whole_stop_and_names_what_was_cut_off(spawn, tmp_path, code):
+    import time
+
+    (tmp_path / "slow_site.py").write_text(textwrap.dedent(code))
+    child = spawn([*WSPBUS, "serve", "--chdir", tmp_path, "-b", "127.0.0.1:0", "--graceful-timeout", "2",
+                   "slow_site:app"])
+    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    outcomes: list = []
+    clients = [threading.Thread(target=_slow_request, args=(url, outcomes)) for _ in range(3)]
+    for client in clients:
+        client.start()
+    for _ in clients:
+        child.expect("slow request running")
+    sent = time.monotonic()
+    child.send(signal.SIGTERM)
+    status = child.wait(timeout=30)
+    took = time.monotonic() - sent
+    for client in clients:
+        client.join(30)
+    output = child.output()
+    assert status == 0, output
+    assert took < 2 + 0.5 + 0.5, "the stop took %.2f s with --graceful-timeout 2:\n%s" % (took, output)  # +0.5: test slack
+    assert re.search(r"3 requests? cut off", output), output
+    assert len(re.findall(r"GET /slow \(running \d+\.\d s\)", output)) == 3, output
+    assert len(outcomes) == 3
+    if code is SLOW_ASGI:  # an ASGI client cut off is told so (a WSGI request holds its thread to the end)
+        assert [outcome[0] for outcome in outcomes] == [503] * 3, outcomes
