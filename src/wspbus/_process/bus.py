@@ -66,8 +66,9 @@ class Bus(core.Bus):
         if not self.execv:
             reexec.cancel_signal_hold(held)
             self.log("Not re-spawning: an exit was asked for during the restart")
-            if self.graceful_timeout is not None:
-                self._bound_interpreter_exit(self.graceful_timeout)
+            left = self.time_left()
+            if left is not None:
+                self._bound_interpreter_exit(left + core.EXIT_MARGIN)
             return
         args = reexec.command_line()
         self.log("Re-spawning %s" % " ".join(args))
