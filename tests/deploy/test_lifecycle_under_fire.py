@@ -190,13 +190,21 @@ def test_sigterm_while_the_old_process_restarts_ends_it_with_status_0(spawn, tmp
 
 # -- 3. reloads coalesce -----------------------------------------------------------------
 
+#: Sites whose body is the %s filled in; /slow runs 12 s (item 4), saying so in one write.
 WSGI_APP = """
+    import os, time
+
     def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            os.write(1, b"slow request running\\n")  # one write: three threads print at once
+            time.sleep(12)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"%s"]
 """
 
 ASGI_APP = """
+    import asyncio, os
+
     async def app(scope, receive, send):
         if scope["type"] == "lifespan":
             while True:
@@ -204,6 +212,9 @@ ASGI_APP = """
                 await send({"type": message["type"] + ".complete"})
                 if message["type"] == "lifespan.shutdown":
                     return
+        if scope["path"] == "/slow":
+            os.write(1, b"slow request running\\n")
+            await asyncio.sleep(12)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"%s"})
 """
@@ -300,35 +311,6 @@ def test_a_reload_into_broken_code_keeps_serving_and_reload_says_why(spawn, tmp_
 
 # -- 4. --graceful-timeout bounds the whole stop -------------------------------------------
 
-SLOW_WSGI = """
-    import os, time
-
-    def app(environ, start_response):
-        if environ["PATH_INFO"] == "/slow":
-            os.write(1, b"slow request running\\n")  # one write: three threads print at once
-            time.sleep(12)
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [b"done"]
-"""
-
-SLOW_ASGI = """
-    import asyncio
-
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                await send({"type": message["type"] + ".complete"})
-                if message["type"] == "lifespan.shutdown":
-                    return
-        if scope["path"] == "/slow":
-            print("slow request running", flush=True)
-            await asyncio.sleep(12)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"done"})
-"""
-
-
 def _slow_request(url: str, outcomes: list) -> None:
     try:
         outcomes.append(get(url, "/slow", timeout=30))
@@ -336,14 +318,12 @@ def _slow_request(url: str, outcomes: list) -> None:
         outcomes.append(exc)
 
 
-@pytest.mark.parametrize("code", [SLOW_WSGI, SLOW_ASGI], ids=["wsgi", "asgi"])
-def test_graceful_timeout_bounds_the_whole_stop_and_names_what_was_cut_off(spawn, tmp_path, code):
+@pytest.mark.parametrize("template", [WSGI_APP, ASGI_APP], ids=["wsgi", "asgi"])
+def test_graceful_timeout_bounds_the_whole_stop_and_names_what_was_cut_off(spawn, tmp_path, template):
     import time
 
-    (tmp_path / "slow_site.py").write_text(textwrap.dedent(code))
-    child = spawn([*WSPBUS, "serve", "--chdir", tmp_path, "-b", "127.0.0.1:0", "--graceful-timeout", "2",
-                   "slow_site:app"])
-    url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    write_version(tmp_path, 1, template)
+    child, url = serve_versioned(spawn, tmp_path, "--graceful-timeout", "2")
     outcomes: list = []
     clients = [threading.Thread(target=_slow_request, args=(url, outcomes)) for _ in range(3)]
     for client in clients:
@@ -362,5 +342,5 @@ def test_graceful_timeout_bounds_the_whole_stop_and_names_what_was_cut_off(spawn
     assert re.search(r"3 requests? cut off", output), output
     assert len(re.findall(r"GET /slow \(running \d+\.\d s\)", output)) == 3, output
     assert len(outcomes) == 3
-    if code is SLOW_ASGI:  # an ASGI client cut off is told so (a WSGI request holds its thread to the end)
+    if template is ASGI_APP:  # an ASGI client cut off is told so (a WSGI request holds its thread to the end)
         assert [outcome[0] for outcome in outcomes] == [503] * 3, outcomes

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .protocols import ASGIApp, Environ, Message, Receive, Scope, Send, StartResponse, WSGIApp
+from .protocols import ASGIApp, Environ, Message, Receive, Scope, Send, StartResponse, WSGIApp, close_body
 
 __all__ = ["InFlight"]
 
@@ -153,8 +153,6 @@ class _TrackedBody:
 
     def close(self) -> None:
         try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
+            close_body(self._body)
         finally:
             self._end()
