@@ -240,7 +240,8 @@ class Bus:
         """Start all services; on a failing start listener, shut down and re-raise its error."""
         if self._exit_begun:
             raise RuntimeError("cannot start the bus: it is %s" % self.state.name)
-        with self._start_in_progress.running():
+        self._start_in_progress.begin()
+        try:
             self.state = states.STARTING
             self.log("Bus STARTING")
             try:
@@ -257,6 +258,8 @@ class Bus:
                 return
             self.state = states.STARTED
             self.log("Bus STARTED")
+        finally:
+            self._start_in_progress.end()
 
     def stop(self) -> None:
         """Stop all services. Listeners must tolerate a stop without a start."""

@@ -10,8 +10,6 @@ listener that calls exit(), a failing start shutting down) there is nothing to w
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 __all__ = ["StartInProgress"]
 
@@ -23,17 +21,15 @@ class StartInProgress:
         self._changed = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        """Mark the calling thread as running a start for the duration of the block."""
+    def begin(self) -> None:
+        """The calling thread runs a start (until end())."""
         with self._changed:
             self._thread = threading.current_thread()
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._thread = None
-                self._changed.notify_all()
+
+    def end(self) -> None:
+        with self._changed:
+            self._thread = None
+            self._changed.notify_all()
 
     def elsewhere(self) -> bool:
         """True while a start runs on a thread other than the caller's."""
