@@ -121,6 +121,23 @@ def test_reload_requested_while_starting_restarts_into_a_serving_site(spawn, tmp
     assert child.wait() == 0
 
 
+def test_sigterm_while_a_reloaded_process_starts_abandons_that_start(spawn, tmp_path):
+    """Signals held across the re-exec are taken as the new start begins, not once it ends."""
+    gate = Gate(tmp_path)
+    child = spawn([*WSPBUS, "serve", *map(str, gate.args()), "-b", "127.0.0.1:0", "hello:app"], env=gate.env)
+    child.expect("slow start waiting")
+    gate.release()
+    child.expect(r"^wspbus: serving")
+    child.send(signal.SIGHUP)
+    child.expect("Re-spawning")
+    child.expect("slow start waiting")
+    child.send(signal.SIGTERM)
+    child.expect("Exit asked for while STARTING")
+    gate.release()
+    assert child.wait() == 0
+    assert "Bus STARTED" not in child.output()
+
+
 # -- 2. a second signal right after a reload ---------------------------------------------
 
 
