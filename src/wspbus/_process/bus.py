@@ -23,7 +23,7 @@ class Bus(core.Bus):
 
     ``block()`` re-executes the process after ``restart()``, and bounds the interpreter's
     exit by ``graceful_timeout`` after ``exit()``. Signals are held across the re-exec and
-    taken by the new process once its start() has returned (reexec.SignalHold).
+    taken by the new process as its start begins (reexec.SignalHold).
     """
 
     def __init__(self, *, graceful_timeout: float | None = core.DEFAULT_GRACEFUL_TIMEOUT) -> None:
@@ -32,6 +32,7 @@ class Bus(core.Bus):
         #: None if the new code can start, else one line saying why not; None: no check.
         self.restart_check: Callable[[], str | None] | None = None
         self._checked_restart = CheckedRestart()
+        self.watch_state(self._take_held_signals)
 
     def restart(self) -> None:
         """Exit and re-execute; with a ``restart_check``, only if the new code passes it."""
@@ -49,8 +50,15 @@ class Bus(core.Bus):
     def _restart_refused(self, why: str) -> None:
         self.log("Reload refused, the running code keeps serving: %s" % why, level=40)
 
+    def _take_held_signals(self, state: core.State) -> None:
+        """In a re-executed process, take the signals held across the exec as the start
+        begins: a SIGTERM sent meanwhile is then an exit asked for while STARTING (which
+        wins), not one before the start (which the start would undo)."""
+        if state is core.states.STARTING:
+            reexec.release_held_signals()
+
     def start(self) -> None:
-        """Start; then, in a re-executed process, take the signals held across the exec."""
+        """Start; signals held across the exec are taken at STARTING, or here if it never came."""
         try:
             super().start()
         finally:

@@ -40,9 +40,8 @@ class SignalHold:
     (exec resets them), so a SIGHUP or SIGTERM that arrives before the new process has installed
     its handlers would kill it (status -1, -15). The signal mask, and signals pending against
     it, survive exec: the old process blocks every signal it handles in Python just before the
-    exec and names them in the environment; the new one unblocks them once its bus has started
-    (or failed to), and a signal sent meanwhile is delivered then, to the handler the site
-    installed by then. Standard signals do not queue: a burst of SIGHUPs is one reload.
+    exec and names them in the environment; the new one unblocks them as its bus starts (the
+    site's handlers are installed by then), and a signal sent meanwhile is delivered then. Standard signals do not queue: a burst of SIGHUPs is one reload.
     """
 
     def hold(self) -> list[int]:
@@ -306,7 +305,7 @@ def cancel_signal_hold(held: list[int]) -> None:
 
 
 def release_held_signals() -> None:
-    """In a re-executed process whose bus has started: take the signals held across the exec."""
+    """In a re-executed process whose bus starts: take the signals held across the exec."""
     SIGNAL_HOLD.release()
 
 
