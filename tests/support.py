@@ -161,3 +161,25 @@ def threads_left_running(before: set, timeout: float = DEADLINE) -> list[str]:
     for thread in set(threading.enumerate()) - before:
         thread.join(max(0.0, deadline - time.monotonic()))
     return sorted(thread.name for thread in set(threading.enumerate()) - before if thread.is_alive())
+
+
+#: A service manager in small: bind 127.0.0.1:0, leave the socket on descriptor 3, set LISTEN_* as
+#: systemd does (argv[1] "systemd"; "plain" sets nothing), and exec argv[2:] in the same process
+#: (same pid: LISTEN_PID stays right). Prints "launcher bound PORT" first.
+ACTIVATING_LAUNCHER = r'''
+import os, socket, sys
+protocol, command = sys.argv[1], sys.argv[2:]
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen()
+print("launcher bound", listener.getsockname()[1], flush=True)
+if listener.fileno() != 3:
+    os.dup2(listener.fileno(), 3)  # inheritable, as a service manager leaves it
+    listener.close()
+else:
+    listener.detach()
+    os.set_inheritable(3, True)
+if protocol == "systemd":
+    os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web")
+os.execv(command[0], command)
+'''

@@ -191,15 +191,13 @@ def test_each_transition_publishes_its_channel(bus):
     assert calls == ["start", "graceful", "stop", "stop", "stop", "exit"]
 
 
-def test_second_exit_does_nothing_and_start_after_exit_is_refused(bus):
+def test_second_exit_does_nothing(bus):
     exits = []
     bus.subscribe("exit", lambda: exits.append(1))
     bus.start()
     bus.exit()
     bus.exit()
     assert exits == [1]
-    with pytest.raises(RuntimeError, match="EXITING"):
-        bus.start()
 
 
 def test_failing_start_listener_stops_what_started_and_reraises_its_error(bus):
@@ -225,27 +223,35 @@ def test_failing_start_listener_stops_what_started_and_reraises_its_error(bus):
     assert any(m.startswith("Shutting down due to error in start listener:") for m in log.messages)
 
 
-def test_hung_stop_listener_is_named_and_the_rest_still_run():
+def test_hung_stop_listener_is_named_and_a_watchdog_runs_the_rest():
+    """The listener keeps the thread that called exit(); the rest of the exit goes on elsewhere."""
     bus = Bus(graceful_timeout=0.2)
     log = LogRecorder(bus)
     release = threading.Event()
     ran = []
 
-    def stuck_forever():
+    def stuck_until_released():
+        ran.append(("stuck", threading.current_thread().name))
         release.wait()
 
-    bus.subscribe("stop", stuck_forever, priority=10)
-    bus.subscribe("stop", lambda: ran.append("stop after"), priority=20)
-    bus.subscribe("exit", lambda: ran.append("exit"))
+    bus.subscribe("stop", stuck_until_released, priority=10)
+    bus.subscribe("stop", lambda: ran.append(("stop after", threading.current_thread().name)), priority=20)
+    bus.subscribe("exit", lambda: ran.append(("exit", threading.current_thread().name)))
     bus.start()
+    caller = threading.Thread(target=bus.exit, name="caller")
+    caller.start()
     try:
-        bus.exit()
-        assert ran == ["stop after", "exit"]
+        bus.wait(states.EXITING)
+        bus._wait_exit_done()
+        assert ran == [("stuck", "caller"), ("stop after", "wspbus stop watchdog"),
+                       ("exit", "wspbus stop watchdog")]
         stuck = [m for m in log.messages if "did not return within" in m]
-        assert len(stuck) == 1 and "stuck_forever" in stuck[0] and "'stop'" in stuck[0]
-        assert bus.state is states.EXITING
+        assert len(stuck) == 1 and "stuck_until_released" in stuck[0] and "'stop'" in stuck[0]
+        assert "'caller'" in stuck[0] and caller.is_alive()
     finally:
         release.set()
+    caller.join(5)  # back from its listener, the caller runs nothing more
+    assert not caller.is_alive() and len(ran) == 3
 
 
 def test_failing_stop_listener_does_not_prevent_exit(bus):
@@ -417,19 +423,19 @@ def test_exit_begun_tells_an_exit_from_a_plain_stop(bus):
     assert seen == [False, True]
 
 
-def test_an_abandoned_worker_does_not_run_the_later_listeners_again():
+def test_a_relieved_caller_does_not_run_the_later_listeners_again():
     bus = Bus(graceful_timeout=0.2)
     release = threading.Event()
     closes = []
     bus.subscribe("stop", lambda: release.wait(10), priority=10)
     bus.subscribe("stop", lambda: closes.append(threading.current_thread().name), priority=20)
     bus.start()
-    bus.exit()
-    stuck_workers = [t for t in threading.enumerate() if t.name == "wspbus stop"]
-    release.set()  # the overrunning listener returns now; its worker must not go on
-    for worker in stuck_workers:
-        worker.join(5)
-    assert len(closes) == 1
+    caller = threading.Thread(target=bus.exit)
+    caller.start()
+    bus.wait(states.EXITING)
+    release.set()  # the overrunning listener returns now; its thread must not go on
+    caller.join(5)
+    assert not caller.is_alive() and closes == ["wspbus stop watchdog"]
 
 
 def test_start_with_callback_lets_its_thread_end_when_the_start_fails(bus):
@@ -487,3 +493,21 @@ def test_a_broken_state_watcher_is_logged_and_the_transition_goes_on(bus):
     bus.exit()
     assert bus.state is states.EXITING
     assert any(msg.startswith("Error in state watcher") for msg, level in log.entries if level == 40)
+
+
+def test_an_exit_during_the_start_ends_it_without_starting_more_or_reaching_started(bus):
+    """SIGTERM while the bus starts: the exit's stop runs at once; the start must not go on to
+    start more services after it, nor set STARTED over EXITING (block() would never return)."""
+    started = []
+    exit_done = threading.Event()
+
+    def exit_meanwhile():
+        started.append("db")
+        exiting = threading.Thread(target=lambda: (bus.exit(), exit_done.set()))
+        exiting.start()
+        assert exit_done.wait(5)
+
+    bus.subscribe("start", exit_meanwhile, priority=10)
+    bus.subscribe("start", lambda: started.append("server"), priority=20)
+    bus.start()
+    assert started == ["db"] and bus.state is states.EXITING

@@ -182,6 +182,7 @@ def test_sigterm_drains_when_the_drain_plugin_is_on(spawn, tmp_path):
     ("[[app]]\ntarget = 'no_such_module_xyz:app'\n", [], r"site\.toml: app 'no_such_module_xyz:app': no module named"),
     ("[[app]]\ntarget = 'site_app:version'\n", [], r"app 'site_app:version' is not callable \(it is str\)"),
     ("[plugins.reload]\nfrequncy = 2\n", ["--reload"], r"\[plugins\.reload\] frequncy: unknown setting \(expected one of: frequency, match"),
+    ("[plugins.reload]\nfrequncy = 2\n", [], r"site\.toml: \[plugins\.reload\] frequncy: unknown setting \(expected one of: frequency, match"),
     ("[plugins.teleport]\n", [], r"\[plugins\.teleport\]: unknown plugin 'teleport'"),
     ("[[plugin]]\npath = 'no_such_module_xyz:Plugin'\n", [], r"\[\[plugin\]\] #1 path: no module named 'no_such_module_xyz'"),
     ("[site]\nimport = ['no_such_module_xyz']\n", [], r"import: no module named 'no_such_module_xyz'"),
@@ -267,7 +268,8 @@ def test_status_and_stop_through_the_pid_file(spawn, tmp_path):
 def test_reload_under_a_steady_client_loses_no_request_and_serves_fresh_code(spawn, tmp_path):
     write_app(tmp_path, body="version 1")
     pidfile = tmp_path / "site.pid"
-    child, urls = serve(spawn, "--chdir", tmp_path, "-b", "127.0.0.1:0", "--pidfile", pidfile, "site_app:app")
+    child, urls = serve(spawn, "--single-process", "--chdir", tmp_path, "-b", "127.0.0.1:0", "--pidfile", pidfile,
+                        "site_app:app")
     with SteadyClient(urls[0]) as client:
         client.wait_for(b"version 1")
         write_app(tmp_path, body="version 2")
@@ -294,8 +296,8 @@ def test_autoreload_says_it_is_on_and_serves_saved_code(spawn, tmp_path):
 
 def test_daemon_mode_returns_once_started_and_is_controlled_by_its_pid_file(tmp_path):
     pidfile, log = tmp_path / "site.pid", tmp_path / "error.log"
-    launcher = run("serve", "--chdir", MINIMAL, "--daemon", "--pidfile", pidfile, "--log-file", log,
-                   "-b", "127.0.0.1:0", "hello:app")
+    launcher = run("serve", "--single-process", "--chdir", MINIMAL, "--daemon", "--pidfile", pidfile,
+                   "--log-file", log, "-b", "127.0.0.1:0", "hello:app")
     assert launcher.returncode == 0, launcher.stderr
     pid = int(pidfile.read_text())
     try:
@@ -329,8 +331,8 @@ def test_graceful_reopens_the_log_files_after_logrotate_moved_them(spawn, tmp_pa
 
 
 def test_user_and_group_are_dropped_to_after_binding(spawn, tmp_path):
-    child, urls = serve(spawn, "--chdir", MINIMAL, "-b", "127.0.0.1:0", "--user", "nobody", "--group", "nogroup",
-                        "--umask", "027", "hello:app")
+    child, urls = serve(spawn, "--single-process", "--chdir", MINIMAL, "-b", "127.0.0.1:0", "--user", "nobody",
+                        "--group", "nogroup", "--umask", "027", "hello:app")
     assert get(urls[0]) == (200, b"Hello from wspbus!\n")
     with open("/proc/%d/status" % child.pid) as file:
         status = file.read()

@@ -10,13 +10,16 @@ from serve_support import get
 
 import wspbus
 from wspbus.deploy.config import ConfigError, PluginConfig, ServerConfig, SiteConfig
-from wspbus.deploy.launch import build_plugins, deploy
+from wspbus.deploy.launch import BUILTIN_PLUGINS, DEFAULT_ON_PLUGINS, OPT_IN_PLUGINS, build_plugins, deploy
 from wspbus.deploy.site import Site, mount_app
 
 
 def hello(environ, start_response):
     start_response("200 OK", [])
     return [b"hello"]
+
+
+SWITCHABLE = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
 
 
 def plugin_config(name, **options):
@@ -79,6 +82,27 @@ def test_plugin_settings_are_checked_against_the_plugin(plugins, expected):
     config = SiteConfig(source="site.toml", reload=True)
     config.plugins = plugins
     with pytest.raises(ConfigError, match=expected):
+        build_plugins(wspbus.Bus(), config)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_PLUGINS))
+def test_an_unknown_setting_is_an_error_whether_its_plugin_is_on_or_not(name):
+    """[plugins.reload] frequncy = 1 with reload off was accepted in silence: every table is checked."""
+    for enabled in (False, True):
+        config = SiteConfig(source="site.toml")
+        options = {"frequncy": 1, **({"enabled": False} if not enabled and name in SWITCHABLE else {})}
+        config.plugins = {name: plugin_config(name, **options)}
+        with pytest.raises(ConfigError) as raised:
+            build_plugins(wspbus.Bus(), config)
+        message = str(raised.value)
+        assert message.startswith("site.toml: [plugins.%s] frequncy: unknown setting (expected one of: " % name)
+        assert "\n" not in message
+
+
+def test_enabled_is_a_setting_only_of_the_plugins_a_table_turns_on():
+    config = SiteConfig(source="site.toml")
+    config.plugins = {"reload": plugin_config("reload", enabled=True)}  # reload is turned on by [site] reload
+    with pytest.raises(ConfigError, match=r"^site\.toml: \[plugins\.reload\] enabled: unknown setting"):
         build_plugins(wspbus.Bus(), config)
 
 

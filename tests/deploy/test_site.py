@@ -248,9 +248,9 @@ def test_asgi_dispatch_appends_the_prefix_to_root_path_and_keeps_the_full_path()
     assert call_asgi(Site([mount_app("/api", echo_asgi)]).app(), "/x")[0] == 404
 
 
-def test_a_single_root_app_is_served_as_is():
-    assert Site([mount_app("/", echo_wsgi)]).app() is echo_wsgi
-    assert Site([mount_app("", echo_asgi)]).app() is echo_asgi
+def test_a_single_root_app_is_served_without_dispatch_only_its_errors_reported():
+    assert Site([mount_app("/", echo_wsgi)]).app().__wrapped__ is echo_wsgi
+    assert Site([mount_app("", echo_asgi)]).app().__wrapped__ is echo_asgi
 
 
 # -- mixed sites --------------------------------------------------------------------------

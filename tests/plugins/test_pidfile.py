@@ -163,8 +163,47 @@ def test_a_directory_others_can_write_is_refused(spawn, tmp_path, mode, who):
     shared.mkdir()
     shared.chmod(mode)
     output = refused(spawn, shared / "site.pid")
-    assert "start failed: PID file directory %s is writable by %s; refusing" % (shared, who) in output
+    assert ("start failed: PID file directory %s is writable by %s without the sticky bit; refusing"
+            % (shared, who)) in output
     assert os.listdir(shared) == []
+
+
+@pytest.fixture
+def sticky_dir(tmp_path):
+    """A directory like /tmp: anyone may write, only a file's owner may rename or delete it."""
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    directory.chmod(0o1777)
+    return directory
+
+
+def test_a_sticky_directory_others_can_write_is_accepted(spawn, sticky_dir):
+    pidfile = sticky_dir / "site.pid"
+    child = start_instance(spawn, pidfile)
+    assert pidfile.read_text() == "%d\n" % child.pid
+    assert "start failed: another instance is already running" in refused(spawn, pidfile)
+    stop_instance(child)
+    assert os.listdir(sticky_dir) == []
+
+
+def test_in_a_sticky_directory_a_file_someone_else_put_there_is_refused_not_replaced(spawn, sticky_dir):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file to another user")
+    pidfile = sticky_dir / "site.pid"
+    pidfile.write_text("%d\n" % dead_pid())
+    os.chown(pidfile, 65534, 65534)  # nobody took the name first
+    output = refused(spawn, pidfile)
+    assert ("start failed: PID file %s belongs to uid 65534, not to this process (uid 0), in a directory "
+            "others can write; refusing" % pidfile) in output
+    assert os.stat(pidfile).st_uid == 65534
+
+
+def test_in_a_sticky_directory_a_planted_symlink_is_refused(spawn, sticky_dir, tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("precious\n")
+    (sticky_dir / "site.pid").symlink_to(target)
+    assert "is a symbolic link; refusing to follow it" in refused(spawn, sticky_dir / "site.pid")
+    assert target.read_text() == "precious\n"
 
 
 def test_the_file_is_left_alone_on_exit_when_it_is_no_longer_ours(spawn, run_dir):

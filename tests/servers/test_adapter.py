@@ -160,3 +160,79 @@ def test_adapter_without_server_fails_start(bus):
     ServerAdapter(bus).subscribe()
     with pytest.raises(Exception, match="ServerAdapter has no httpserver to start"):
         bus.start()
+
+
+# -- CherryPy's shape: bound_addr, wait(), restart(), and its bus (issue #10) --------------
+
+
+def cheroot_adapter(bus):
+    from cheroot import wsgi
+
+    return ServerAdapter(bus, wsgi.Server(("127.0.0.1", 0), wsgi_hello), bind_addr=("127.0.0.1", 0))
+
+
+def test_bound_addr_is_the_port_the_kernel_chose(bus):
+    adapter = cheroot_adapter(bus)
+    adapter.subscribe()
+    assert adapter.bound_addr == ("127.0.0.1", 0)  # not bound yet
+    bus.start()
+    host, port = adapter.bound_addr
+    assert host == "127.0.0.1" and port != 0
+    assert get((host, port), "/bound")[0] == 200
+
+
+def test_wait_returns_once_the_server_listens(bus):
+    adapter = cheroot_adapter(bus)
+    adapter.subscribe()
+    waited = []
+    waiter = threading.Thread(target=lambda: (adapter.wait(), waited.append(adapter.bound_addr)))
+    waiter.start()
+    bus.start()
+    waiter.join(5)
+    assert waited and get(waited[0], "/waited")[0] == 200
+    bus.stop()
+
+
+def test_wait_raises_what_ended_the_server(bus):
+    server = DyingServer()
+    adapter = ServerAdapter(bus, server)
+    adapter.subscribe()
+    bus.start()
+    server.die.set()
+    bus.wait(states.EXITING)
+    with pytest.raises(OSError, match="listening socket vanished"):
+        adapter.wait()
+
+
+def test_restart_serves_again(bus):
+    adapter = cheroot_adapter(bus)
+    adapter.subscribe()
+    bus.start()
+    adapter.restart()
+    assert adapter.running and get(adapter.bound_addr, "/again")[0] == 200
+
+
+def test_the_adapter_runs_on_cherrypys_own_bus():
+    """No graceful_timeout, no exit_code, its own state objects: start, graceful, a death."""
+    from cherrypy.process import wspbus as cherrypy_wspbus
+
+    engine = cherrypy_wspbus.Bus()
+    adapter = cheroot_adapter(engine)
+    adapter.subscribe()
+    engine.start()
+    try:
+        assert get(adapter.bound_addr, "/cp")[0] == 200
+        engine.graceful()  # restarts a serving server on a STARTED bus
+        assert adapter.running and get(adapter.bound_addr, "/cp")[0] == 200
+        engine.stop()
+        assert not adapter.running
+
+        server = DyingServer()
+        adapter.unsubscribe()
+        ServerAdapter(engine, server).subscribe()
+        engine.start()
+        server.die.set()
+        engine.wait(engine.states.EXITING)
+        assert server.stop_calls == 1 and not hasattr(engine, "exit_code")
+    finally:
+        engine.exit()

@@ -292,3 +292,22 @@ def test_stop_without_start_is_harmless(bus):
     plugin = serve(bus, "cheroot", "127.0.0.1:0")
     bus.stop()
     assert plugin.address is None and not plugin.running
+
+
+@pytest.mark.parametrize("server", ["cheroot", "stdlib", "waitress"])
+def test_an_exit_asked_for_by_a_request_is_not_held_up_by_that_request(bus, server):
+    """The stop runs on the request's thread (CherryPy's rule); the server's stop does not wait
+    for the request that called it, so the exit neither waits out the graceful timeout (10 s
+    here) nor leaves that request unanswered."""
+
+    def exit_app(environ, start_response):
+        bus.exit()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"bye"]
+
+    plugin = serve(bus, server, "127.0.0.1:0", app=exit_app)
+    bus.start()
+    began = time.monotonic()
+    status, body = get(plugin.address, "/exit", timeout=20)
+    assert (status, body) == (200, b"bye")
+    assert time.monotonic() - began < 5 and bus.state is states.EXITING

@@ -8,8 +8,9 @@ plugins, servers or sites, which plug into it through channels. Rules it keeps (
 * Nothing waits on a tick. Waiters sleep on a waker that every state change and subscription
   sets; they wake periodically only while somebody listens on the channel they publish
   (block() publishes 'main'). The main thread's waker also wakes on signals (waking.py).
-* Shutdown is bounded. A 'stop' or 'exit' listener that does not return within
-  ``graceful_timeout`` is named in the log and left behind, and the rest run (shutdown.py).
+* Shutdown is bounded without leaving the calling thread. 'stop' and 'exit' listeners run on
+  the thread that publishes, as in CherryPy; one that does not return within
+  ``graceful_timeout`` is named in the log, and a watchdog runs the rest (shutdown.py).
 * What ending a process takes is not the core's business. After restart(), block() calls
   ``_reexecute()``, and after a plain exit ``_bound_interpreter_exit()``; here both do nothing
   (block() returns with ``execv`` set, for the caller to act on). The process's bus,
@@ -23,10 +24,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .channels import BUILTIN_CHANNELS, Channels, ListenersView
-from .errors import ChannelFailures, StartupError, add_failure, collect_failures, failure_message
-from .shutdown import join_threads, run_bounded
-from .starting import StartInProgress
+from .channels import BUILTIN_CHANNELS, DEFAULT_PRIORITY, Channels, ListenersView
+from .errors import ChannelFailures, StartupError, add_failure, failure_message
+from .shutdown import Shutdown, join_threads
 from .states import State, StateWatcher, StateWatchers, as_state_set, states
 from .stdlib_log import StdlibLogger
 from .waking import Waiters
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILTIN_CHANNELS", "Bus", "ChannelFailures", "ListenersView", "StartupError", "State", "states"]
 
-DEFAULT_PRIORITY = 50
 _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 #: Seconds a 'stop'/'exit' listener, or a thread at exit, may take before the bus gives up on it.
 #: gunicorn's default graceful timeout, and what Kubernetes' default grace period leaves room for.
@@ -73,12 +72,11 @@ class Bus:
         self._state = states.STOPPED
         self._exit_begun = False
         self._exit_done = False
-        self._start_in_progress = StartInProgress()  # an exit asked for meanwhile waits for it
         self._exit_deadline: float | None = None  # graceful_timeout from the exit's beginning
         self._state_watchers = StateWatchers()
         #: The asyncio loop coroutine listeners run on (set by wspbus.aio.run_bus or by hand).
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._channels = Channels()
+        self._channels = Channels(self._invoker, self._wake_waiters)
         # channel -> listeners sorted by (priority, sequence): the channels' own snapshot dict,
         # read by publish() without a lock.
         self._ordered = self._channels.ordered
@@ -104,17 +102,18 @@ class Bus:
     @property
     def exit_begun(self) -> bool:
         """True once exit() has begun: the process is going away, even while 'stop' listeners
-        still run (a plain stop() may be followed by start(); an exit may not)."""
+        still run (a plain stop() is not an exit). A start() after the exit ends it: a new life."""
         return self._exit_begun
 
     # -- subscriptions -------------------------------------------------------------------
 
     @property
     def listeners(self) -> "ListenersView":
-        """Channel name -> frozenset of its listeners (a live, read-only view).
+        """Channel name -> the live set of its listeners, as CherryPy's ``bus.listeners``.
 
-        ``listeners.setdefault(channel, ...)`` declares a channel, as CherryPy plugins do so
-        that SimplePlugin binds their methods to it.
+        ``listeners[channel] = set()`` or ``listeners.setdefault(channel, set())`` declares a
+        channel (so that SimplePlugin binds a method to it); adding to or discarding from a
+        channel's set subscribes or unsubscribes (with the callback's own priority).
         """
         return ListenersView(self._channels)
 
@@ -141,9 +140,8 @@ class Bus:
             return lambda func: self.subscribe(channel, func, priority)
         if priority is None:
             priority = getattr(callback, "priority", DEFAULT_PRIORITY)
-        self._channels.add(channel, callback, priority, self._invoker(callback))
-        # A waiter publishing this channel periodically may now need to start ticking.
-        self._wake_waiters()
+        # Wakes the waiters: one publishing this channel periodically may need to start ticking.
+        self._channels.add(channel, callback, priority)
         return callback
 
     def _invoker(self, callback: Listener) -> Listener:
@@ -157,8 +155,7 @@ class Bus:
 
     def unsubscribe(self, channel: str, callback: Listener) -> None:
         """Remove ``callback`` from ``channel``; unknown pairs are ignored."""
-        if self._channels.remove(channel, callback):
-            self._wake_waiters()  # a waiter publishing this channel may now stop ticking
+        self._channels.remove(channel, callback)  # wakes a waiter that may now stop ticking
 
     def watch_state(self, watcher: StateWatcher) -> Callable[[], None]:
         """Call ``watcher(state)`` after every state change; returns a function that stops it.
@@ -206,79 +203,54 @@ class Bus:
             self.log(failure_message(channel, listener, exc), level=40)
         return failures
 
-    def _publish_until_failure(self, channel: str, until: Callable[[], bool] = lambda: False) -> None:
-        """Call the listeners of ``channel`` in order; the first failure, or ``until()`` becoming
-        true between two listeners, ends the publish."""
+    def _publish_until_failure(self, channel: str) -> None:
+        """Call the listeners of ``channel`` in order; the first failure ends the publish, and
+        so does an exit begun meanwhile (its stop has run: nothing more is to be started)."""
         for listener in self._ordered.get(channel, ()):
-            if until():
+            if self._exit_begun:
                 return
             try:
                 listener()
             except BaseException as exc:
                 raise self._listener_failed(channel, listener, exc, None) from None
 
-    def _publish_bounded(self, channel: str) -> None:
-        """Publish ``channel`` with each listener bounded by ``graceful_timeout`` (see run_bounded)."""
-        if self.graceful_timeout is None:
-            self.publish(channel)
-            return
-        listeners = self._ordered.get(channel, ())
-        if not listeners:
-            return
-        failures = ChannelFailures()
-
-        def failed(listener: Listener, exc: BaseException) -> None:
-            self._listener_failed(channel, listener, exc, failures)
-
-        run_bounded(listeners, channel, self.graceful_timeout, failed, self.log)
-        if failures:
-            raise failures
-
     # -- transitions ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start all services; on a failing start listener, shut down and re-raise its error."""
-        if self._exit_begun:
-            raise RuntimeError("cannot start the bus: it is %s" % self.state.name)
-        self._start_in_progress.begin()
-        try:
-            self.state = states.STARTING
-            self.log("Bus STARTING")
-            try:
-                self._publish_until_failure("start", until=lambda: self._exit_begun)
-            except ChannelFailures as failures:
-                self.log("Shutting down due to error in start listener: %s" % failures, level=40)
-                if not self.exit_code:
-                    self.exit_code = 1
-                self._exit_quietly()
-                raise
-            # An exit claimed from now on waits for this block to end, so it follows STARTED.
+        """Start all services; on a failing start listener, shut down and re-raise its error.
+
+        After an exit, a start begins a new life, as with CherryPy's bus (its test harness and
+        cherryd start the engine again); while an exit is still running, it is refused.
+        """
+        with self._lock:
             if self._exit_begun:
+                if not self._exit_done:
+                    raise RuntimeError("cannot start the bus while it is exiting")
+                self._exit_begun = self._exit_done = False
+        self.state = states.STARTING
+        self.log("Bus STARTING")
+        try:
+            self._publish_until_failure("start")
+        except ChannelFailures as failures:
+            self.log("Shutting down due to error in start listener: %s" % failures, level=40)
+            if not self.exit_code:
+                self.exit_code = 1
+            self._exit_quietly()
+            raise
+        with self._lock:
+            if self._exit_begun:  # an exit (a SIGTERM, say) came during the start: it stands
                 self.log("Bus start abandoned: an exit was asked for while STARTING")
                 return
             self.state = states.STARTED
-            self.log("Bus STARTED")
-        finally:
-            self._start_in_progress.end()
+        self.log("Bus STARTED")
 
     def stop(self) -> None:
         """Stop all services. Listeners must tolerate a stop without a start."""
-        self.state = states.STOPPING
-        self.log("Bus STOPPING")
-        try:
-            self._publish_bounded("stop")
-        finally:
-            self.state = states.STOPPED
-            self.log("Bus STOPPED")
+        Shutdown(self, ("stop",)).run()
 
     def exit(self) -> None:
-        """Stop all services and prepare to exit the process. A second call does nothing.
-
-        While another thread runs start(), the exit is claimed at once (the start calls no
-        further listener and never reports STARTED) and runs once that start has returned.
-        """
+        """Stop all services and prepare to exit the process. A second call does nothing."""
         if self._begin_exit():
-            self._wait_for_start()
             self._run_exit()
 
     def time_left(self) -> float | None:
@@ -288,12 +260,6 @@ class Bus:
         if deadline is None or not self._exit_begun:
             return self.graceful_timeout
         return max(0.0, deadline - time.monotonic())
-
-    def _wait_for_start(self) -> None:
-        """Let a start running on another thread end before the exit stops what it started."""
-        if self._start_in_progress.elsewhere():
-            self.log("Exit asked for while STARTING: waiting for the start listener running to return")
-            self._start_in_progress.wait_elsewhere()
 
     def _begin_exit(self, *, execv: bool = False) -> bool:
         """Claim the exit (for a restart if ``execv``); False if another call already did."""
@@ -308,20 +274,30 @@ class Bus:
             return True
 
     def _run_exit(self) -> None:
-        failures = ChannelFailures()
+        Shutdown(self, ("stop", "exit")).run()
+
+    def _enter(self, channel: str) -> None:
+        """The state change before a Shutdown publishes ``channel``."""
+        self.state = states.STOPPING if channel == "stop" else states.EXITING
+        self.log("Bus STOPPING" if channel == "stop" else "Bus EXITING")
+
+    def _leave(self, channel: str) -> None:
+        """The state change after a Shutdown has published ``channel``."""
+        if channel == "stop":
+            self.state = states.STOPPED
+            self.log("Bus STOPPED")
+            return
         try:
-            collect_failures(failures, self.stop)
-        finally:  # even a SystemExit from a 'stop' listener must not leave the exit half done
-            try:
-                self.state = states.EXITING
-                self.log("Bus EXITING")
-                collect_failures(failures, self._publish_bounded, "exit")
-            finally:
-                self.log("Bus EXITED")
-                self._exit_done = True
-                self._wake_waiters()
-        if failures:
-            raise failures
+            self.log("Bus EXITED")
+        finally:
+            self._exit_done = True
+            self._wake_waiters()
+
+    def _exit_relieved(self, caller: threading.Thread, caller_back: threading.Event) -> None:
+        """A watchdog finished the exit that ``caller`` hung in (``caller_back`` is set if it
+        ever returns). The core leaves it there: block() on the main thread goes on. The
+        process's bus (wspbus.Bus) ends the process if the thread that hung is the main one.
+        """
 
     def restart(self) -> None:
         """Exit, then have block() (on the main thread) re-execute the process.
@@ -329,7 +305,6 @@ class Bus:
         Ignored once an exit has begun: a process told to end must not come back.
         """
         if self._begin_exit(execv=True):
-            self._wait_for_start()
             self._run_exit()
         else:
             self.log("Restart ignored: the bus is already exiting", level=30)
@@ -442,10 +417,11 @@ class Bus:
             msg += "\n" + "".join(_traceback.format_exception(*sys.exc_info()))
         self.publish("log", msg, level)
 
-    def log_to_stdlib(self, msg: str, level: int = 20) -> None:
+    def log_to_stdlib(self, msg: object = None, level: object = 20, *more: object, **named: object) -> None:
         """The 'log' listener that hands bus messages to the stdlib logger named 'wspbus'.
 
-        Unsubscribe it (``bus.unsubscribe('log', bus.log_to_stdlib)``) to silence that route.
+        It takes any publish on 'log' (see StdlibLogger). Unsubscribe it
+        (``bus.unsubscribe('log', bus.log_to_stdlib)``) to silence that route.
         """
         self._stdlib_log(msg, level)
 

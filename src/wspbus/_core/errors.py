@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: import wspbus stays cheap
 if TYPE_CHECKING:
@@ -70,16 +69,18 @@ def add_failure(failures: ChannelFailures | None, exc: BaseException) -> Channel
 def failure_message(channel: str, listener: object, exc: BaseException) -> str:
     """The log line for a failed listener: a StartupError's message says all; others get a traceback."""
     if isinstance(exc, StartupError):
-        return "Error in %r listener %r: %s" % (channel, listener, exc)
+        return "Error in %r listener %s: %s" % (channel, listener_name(listener), exc)
     import traceback
 
-    return "Error in %r listener %r\n%s" % (channel, listener, "".join(traceback.format_exception(exc)))
+    return "Error in %r listener %s\n%s" % (channel, listener_name(listener), "".join(traceback.format_exception(exc)))
 
 
-def collect_failures(failures: ChannelFailures, func: Callable[..., Any], *args: Any) -> None:
-    """Run ``func``; add the listener failures it raises to ``failures``."""
-    try:
-        func(*args)
-    except ChannelFailures as raised:
-        for exc in raised.get_instances():
-            failures.add(exc)
+def listener_name(listener: object) -> str:
+    """``Class.method`` or a function's qualified name: what a reader looks for, without the
+    object's repr (an address that says nothing and changes on every run)."""
+    owner = getattr(listener, "__self__", None)
+    function = getattr(listener, "__func__", None)
+    if owner is not None and function is not None:
+        return "%s.%s" % (type(owner).__name__, getattr(function, "__name__", "?"))
+    name = getattr(listener, "__qualname__", None)
+    return name if isinstance(name, str) else type(listener).__name__

@@ -13,7 +13,11 @@ if TYPE_CHECKING:
 
 
 class StdlibLogger:
-    """Passes (message, level) to a stdlib logger, fetched on first use."""
+    """A 'log' listener passing (message, level) to a stdlib logger, fetched on first use.
+
+    It takes any publish on 'log' (CherryPy's own tests publish 'log' with no arguments, and
+    with ``arg=...``): no message, nothing logged; a level that is not a number, INFO.
+    """
 
     __slots__ = ("_name", "_logger")
 
@@ -21,11 +25,15 @@ class StdlibLogger:
         self._name = name
         self._logger: logging.Logger | None = None
 
-    def __call__(self, msg: str, level: int = 20) -> None:
+    def __call__(self, msg: object = None, level: object = 20, *more: object, **named: object) -> None:
+        if msg is None:
+            return
+        if not isinstance(level, int):
+            level = 20
         logger = self._logger
         if logger is None:
             import logging
 
             logger = self._logger = logging.getLogger(self._name)
         if logger.isEnabledFor(level):
-            logger.log(level, msg)
+            logger.log(level, str(msg))

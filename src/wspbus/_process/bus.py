@@ -9,6 +9,7 @@ own exit so that threads the bus does not own cannot hang it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from .._core import bus as core
@@ -22,8 +23,12 @@ class Bus(core.Bus):
     """Process state machine and messenger for HTTP site deployment (``wspbus.Bus``).
 
     ``block()`` re-executes the process after ``restart()``, and bounds the interpreter's
-    exit by ``graceful_timeout`` after ``exit()``. Signals are held across the re-exec and
-    taken by the new process as its start begins (reexec.SignalHold).
+    exit by ``graceful_timeout`` after ``exit()``. If the main thread hangs in a 'stop' or
+    'exit' listener, nothing would ever end the process: once the watchdog has finished the
+    exit, the main thread gets what is left of the exit's bound (plus EXIT_MARGIN) to come back,
+    then the process ends.
+    Signals are held across the re-exec and taken by the new process as its start begins
+    (reexec.SignalHold).
     """
 
     def __init__(self, *, graceful_timeout: float | None = core.DEFAULT_GRACEFUL_TIMEOUT) -> None:
@@ -84,3 +89,19 @@ class Bus(core.Bus):
 
     def _bound_interpreter_exit(self, timeout: float) -> None:
         reexec.bound_interpreter_exit(timeout, self.log, lambda: self.exit_code)
+
+    def _exit_relieved(self, caller: threading.Thread, caller_back: threading.Event) -> None:
+        left = self.time_left()  # the exit's one bound: what is left of it, not graceful_timeout more
+        if caller is not threading.main_thread() or left is None:
+            return  # block() on the main thread ends the process, or the main thread, once back
+        threading.Thread(target=self._end_unless_back, args=(caller_back, left + core.EXIT_MARGIN),
+                         name="wspbus exit watchdog", daemon=True).start()
+
+    def _end_unless_back(self, caller_back: threading.Event, timeout: float) -> None:
+        if caller_back.wait(timeout):
+            return
+        self.log("The main thread is still in a listener %g s after the exit; ending the process"
+                 % timeout, level=40)
+        if self.execv:
+            self._reexecute()
+        reexec.end_process(self.exit_code)

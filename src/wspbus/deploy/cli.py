@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import NoReturn
+
+import wspbus
 
 from .exits import EX_CONFIG, EX_USAGE, EXIT_STATUSES
 
@@ -52,12 +55,16 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> _Parser:
     parser = _Parser(prog="wspbus", description="Run and control a web site on the Web Site Process Bus.",
                      epilog="'wspbus COMMAND --help' describes a command's options.")
+    parser.add_argument("--version", action="version", version="wspbus %s" % wspbus.__version__,
+                        help="print wspbus's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     parser.commands = commands.choices
-    _add_serve(commands.add_parser(
+    serve = commands.add_parser(
         "serve", help="serve a site of WSGI/ASGI apps", description="Serve a site of WSGI and ASGI apps.",
-        epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter))
+        epilog=SERVE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_serve(serve)
+    _supervisor_options().add_arguments(serve)  # hook: --workers N (deploy/supervisor)
     for name, text in CONTROL_HELP.items():
         control = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         control.add_argument("--pidfile", required=True, metavar="FILE", help="the site's pid file")
@@ -133,21 +140,36 @@ def serve(args: argparse.Namespace) -> int:
             "daemon": args.daemon, "pidfile": args.pidfile, "reload": args.reload,
             "log_file": args.log_file, "access_log": args.access_log, "log_level": args.log_level,
             "paste": args.paste,
+            "workers": args.workers,
         })
         _config.command_line_apps(args.apps, args.protocol, site)
         _paste.prepare(site)  # its [server:main], before --bind/--server/--threads override it
         _config.command_line_servers(args.bind, args.server, args.threads, site)
         _config.command_line_drain(args.drain_delay, site)
+        supervisor = _supervisor_options()
+        if supervisor.supervised(args):  # hook: a supervisor and workers (deploy/supervisor)
+            from .supervisor.supervise import supervise
+
+            return supervise(site, supervisor.pool_options(args, site))
     except _config.ConfigError as exc:
         print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
         return EX_CONFIG
     return launch(site)
 
 
+def _supervisor_options() -> ModuleType:
+    from .supervisor import options
+
+    return options
+
+
 def control(args: argparse.Namespace) -> int:
     from . import control as _control
 
     try:
+        supervised = _supervisor_client(args)  # hook: ask a supervisor on its control socket
+        if supervised is not None:
+            return supervised
         if args.command == "status":
             record = _control.read_status(args.pidfile)
             if args.json:
@@ -167,6 +189,29 @@ def control(args: argparse.Namespace) -> int:
     except _control.ControlError as exc:
         print("wspbus: %s" % exc, file=sys.stderr)
         return exc.status
+
+
+def _supervisor_client(args: argparse.Namespace) -> int | None:
+    """reload and status of a supervised site (it has a control socket); None: not one."""
+    from .supervisor import client
+
+    if args.command not in ("reload", "status") or not client.available(args.pidfile):
+        return None
+    if args.command == "reload":
+        answer = client.reload(args.pidfile)
+        print("wspbus: reloaded: generation %s serves (pids %s)"
+              % (answer.get("generation"), ", ".join(map(str, answer.get("pids", [])))))
+        return 0
+    record = client.status(args.pidfile)
+    if args.json:
+        import json
+
+        print(json.dumps(record, indent=2))
+    else:
+        from . import control as _control
+
+        print("\n".join(_control.describe_status(record) + client.describe_workers(record)))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..servers.protocols import protocols_of
+from ..servers.sockets.activation import passed_binds
 from ..servers.sockets.binds import Bind
 
 __all__ = ["AppConfig", "ConfigError", "PluginConfig", "ServerConfig", "SiteConfig", "load"]
@@ -175,7 +176,7 @@ def _plugin_path(value: Any) -> str:
 
 @dataclass
 class ServerConfig:
-    binds: list[str] = field(default_factory=lambda: [DEFAULT_BIND])
+    binds: list[str] = field(default_factory=list)  # none named: default_binds()
     server: str = "auto"
     threads: int | None = None
 
@@ -214,10 +215,17 @@ class SiteConfig:
     access_log: str | None = None
     log_level: str = "info"
     paste: str | None = None  # FILE.ini[#name]: the site is that Paste Deploy file's app (deploy/paste.py)
+    workers: int | None = None  # worker processes under the supervisor (deploy/supervisor); None: 1
     servers: list[ServerConfig] = field(default_factory=list)
     apps: list[AppConfig] = field(default_factory=list)
     plugins: dict[str, PluginConfig] = field(default_factory=dict)
     extra_plugins: list[PluginConfig] = field(default_factory=list)
+
+
+def default_binds() -> list[str]:
+    """Where a server with no bind listens: on the sockets passed to the process (socket
+    activation), else on DEFAULT_BIND."""
+    return passed_binds() or [DEFAULT_BIND]
 
 
 def _path(base: str) -> Callable[[Any], str]:
@@ -257,6 +265,7 @@ def _site_fields(base: str) -> Fields:
         "access_log": ("access_log", _path(base)),
         "log_level": ("log_level", _log_level),
         "paste": ("paste", _paste(base)),
+        "workers": ("workers", _positive_int),
     }
 
 

@@ -7,12 +7,15 @@ SIGUSR1); a reload goes through the site's control socket when it has one, and w
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 import time
 from typing import Any
 
+from .._core.errors import StartupError
+from ..plugins.pidfile import check_owner
 from ..plugins.status import status_path
 
 __all__ = ["ControlError", "read_pid", "read_status", "send", "status_path", "stop"]
@@ -39,12 +42,18 @@ def read_pid(pidfile: str) -> int:
     is stale, whatever pid it names (pids are reused).
     """
     try:
-        fd = os.open(pidfile, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(pidfile, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
         raise ControlError("%s: no such pid file: the site is not running" % pidfile, NOT_RUNNING) from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ControlError("%s: the pid file is a symbolic link; refusing to follow it" % pidfile) from None
         raise ControlError("%s: cannot read the pid file: %s" % (pidfile, exc.strerror)) from None
     try:
+        try:  # in a directory like /tmp, a file someone else put there names whatever pid they like
+            check_owner(os.path.abspath(pidfile), os.fstat(fd), trusted=(0,))
+        except StartupError as exc:
+            raise ControlError(str(exc)) from None
         text = os.read(fd, 64).decode("ascii", "replace").strip()
         locked = _locked_by_another(fd)
     finally:

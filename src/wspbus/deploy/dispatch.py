@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..servers.bridge import AsgiAsWsgi, WsgiAsAsgi, adapted
 from ..servers.protocols import ASGIApp, Environ, Receive, Scope, Send, StartResponse, WSGIApp
 from .mounts import Mount, SiteError
+from .request_errors import answer, reporting_asgi, reporting_wsgi
 
 if TYPE_CHECKING:
     from ..servers.lifespan import LifespanError
@@ -28,14 +29,15 @@ def _matches(path: str, prefix: str) -> bool:
 
 
 def _adapted(mount: Mount, protocol: str, bridges: Bridges, threads: int | None = None) -> Callable[..., Any]:
-    """The mount's app speaking ``protocol``, wrapped by a2wsgi when it speaks the other one (the
-    wrapper is added to ``bridges``)."""
+    """The mount's app, reporting its failures (request_errors), speaking ``protocol``: wrapped by
+    a2wsgi when it speaks the other one (the wrapper is added to ``bridges``)."""
+    app = reporting_asgi(mount) if mount.protocol == "asgi" else reporting_wsgi(mount)
     try:
-        bridge = adapted(mount.app, mount.protocol, protocol, threads)
+        bridge = adapted(app, mount.protocol, protocol, threads)
     except ValueError as exc:
         raise SiteError("app %r: %s" % (mount.target, exc)) from None
     if bridge is None:
-        return mount.app
+        return app
     bridges.append(bridge)
     return bridge
 
@@ -84,18 +86,9 @@ def asgi_site(mounts: Sequence[Mount], bridges: Bridges, threads: int | None = N
             if _matches(route, prefix):
                 await app(dict(scope, root_path=root + prefix), receive, send)
                 return
-        await _not_found(scope, send)
+        await answer(scope, send, 404, NOT_FOUND, close_code=1000)
 
     return site
-
-
-async def _not_found(scope: Scope, send: Send) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1000})
-        return
-    await send({"type": "http.response.start", "status": 404,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(NOT_FOUND)).encode())]})
-    await send({"type": "http.response.body", "body": NOT_FOUND})
 
 
 async def _lifespan(apps: list[tuple[str, ASGIApp]], scope: Scope, receive: Receive, send: Send) -> None:

@@ -12,12 +12,13 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .._core.bus import Bus, states
+from .._core.bus import Bus, StartupError, states
 from .._process.bus import Bus as ProcessBus
+from ..plugins.pidfile import check_location
 from ..plugins.status import StatusFile
 from ..servers.httpserver import HTTPServer
 from ..servers.protocols import protocols_of
@@ -26,7 +27,7 @@ from . import config as _config
 from . import precheck
 from .reload_socket import ReloadSocket
 from .config import ConfigError, PluginConfig, ServerConfig, SiteConfig
-from .exits import EX_CONFIG, EX_OK, EX_UNAVAILABLE
+from .exits import EX_CONFIG, EX_INTERRUPTED, EX_OK, EX_UNAVAILABLE
 from .paste import load_site as load_paste_site
 from .paste import watched_files
 from .process_bus import process_bus
@@ -42,6 +43,11 @@ BUILTIN_PLUGINS = {
     "threads": "plugins.threads:ThreadManager", "systemd": "plugins.systemd:SystemdNotifier",
     "drain": "plugins.drain:Drainer", "health": "plugins.health:Health", "reaper": "plugins.reaper:ChildReaper",
 }
+#: Servers that speak websockets only with a library of their own choosing installed.
+NEEDS_WEBSOCKET_LIBRARY = ("uvicorn",)
+#: The plugins' arguments the site fills in (from [site] or its own objects): not settings of a table.
+SITE_FILLED = {"logs": ("error_log", "access_log", "level"), "pidfile": ("pidfile",),
+               "privileges": ("uid", "gid", "umask"), "drain": ("signal_handler",), "systemd": ("binds",)}
 #: Plugins that are on when their [plugins.NAME] table is present (``enabled = false`` turns one off).
 OPT_IN_PLUGINS = ("threads", "systemd", "drain", "health")
 #: Plugins on in a process of the site's own unless ``enabled = false``: the reaper does nothing
@@ -125,19 +131,27 @@ def _import_class(plugin: PluginConfig) -> Callable[..., Any]:
     return plugin_class
 
 
-def construct(factory: Callable[..., Any], bus: Bus, where: str, options: dict[str, Any], **filled: Any) -> Any:
-    """``factory(bus, **filled, **options)``, checking ``options`` against its signature first."""
+def check_settings(factory: Callable[..., Any], where: str, options: Mapping[str, Any],
+                   filled: Iterable[str] = (), extra: Iterable[str] = ()) -> None:
+    """ConfigError naming the first key of ``options`` that ``factory(bus, ...)`` does not take as
+    a setting: not in its signature, or filled in by the site (``filled``); ``extra`` keys are ours."""
     try:
         parameters = list(inspect.signature(factory).parameters.values())[1:]
     except (TypeError, ValueError):
         parameters = []
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-        accepted = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        for key in options:
-            if key not in accepted or key in filled:
-                settable = [name for name in accepted if name not in filled]
-                raise ConfigError("%s %s: unknown setting (expected one of: %s)"
-                                  % (where, key, ", ".join(settable) or "no settings"))
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    accepted = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    settable = [*extra, *(name for name in accepted if name not in filled)]
+    for key in options:
+        if key not in settable:
+            raise ConfigError("%s %s: unknown setting (expected one of: %s)"
+                              % (where, key, ", ".join(settable) or "no settings"))
+
+
+def construct(factory: Callable[..., Any], bus: Bus, where: str, options: dict[str, Any], **filled: Any) -> Any:
+    """``factory(bus, **filled, **options)``, checking ``options`` against its signature first."""
+    check_settings(factory, where, options, filled)
     try:
         return factory(bus, **filled, **options)
     except (TypeError, ValueError, OSError, KeyError) as exc:
@@ -160,8 +174,9 @@ def _wanted_plugins(config: SiteConfig, own_process: bool) -> dict[str, dict[str
     if config.reload:
         wanted["reload"] = {}
     switchable = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
-    for name, table in config.plugins.items():
-        _plugin_class(name, table.where)
+    for name, table in config.plugins.items():  # every table is checked, whether its plugin is on or not
+        check_settings(_plugin_class(name, table.where), table.where, table.options, SITE_FILLED.get(name, ()),
+                       ("enabled",) if name in switchable else ())
         enabled = table.options.get("enabled", True) if name in switchable else True
         if not isinstance(enabled, bool):
             raise ConfigError("%s enabled: expected true or false, got %r" % (table.where, enabled))
@@ -232,7 +247,7 @@ def build_servers(bus: Bus, site: Site, config: SiteConfig, health: Any = None) 
             if health is not None:
                 app = health.wrap_asgi(app) if protocol == "asgi" else health.wrap_wsgi(app)
             apps[protocol, server_config.threads] = app
-        for bind in server_config.binds:
+        for bind in server_config.binds or _config.default_binds():
             try:
                 server = HTTPServer(bus, app, Bind.parse(bind), server=server_config.server,
                                     protocol=protocol, access_log=bool(config.access_log),
@@ -263,11 +278,32 @@ def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_proces
     parts = list(deployment.plugins.values())
     parts.sort(key=lambda part: part is not deployment.plugins.get("drain"))  # it takes over SIGTERM first
     if config.pidfile:
+        check_pidfile_location(config)
         parts.append(StatusFile(bus, config.pidfile, deployment))
     subscribe_all(parts + deployment.servers, config.source)
+    if any(server.server in NEEDS_WEBSOCKET_LIBRARY for server in deployment.servers) and not websocket_library():
+        bus.log("This ASGI site cannot accept websockets: no websocket library is installed "
+                "(pip install websockets)", level=30)  # now that the log is routed
     bus.subscribe("stop", site.close, priority=90)  # once the servers stopped: a2wsgi's threads go
     bus.graceful_timeout = config.graceful_timeout
     return deployment
+
+
+def websocket_library() -> str | None:
+    """The name of an installed library uvicorn does websockets with, if any."""
+    import importlib.util
+
+    return next((name for name in ("websockets", "wsproto") if importlib.util.find_spec(name) is not None), None)
+
+
+def check_pidfile_location(config: SiteConfig) -> None:
+    """A PID file path that cannot work (no such directory, a link, a directory others may write)
+    is a configuration mistake, told before anything starts."""
+    assert config.pidfile is not None
+    try:
+        check_location(os.path.abspath(config.pidfile))
+    except StartupError as exc:
+        raise ConfigError("%s: pidfile: %s" % (config.source, exc)) from None
 
 
 # -- running ------------------------------------------------------------------------------
@@ -282,18 +318,33 @@ def start(deployment: Deployment, out: TextIO | None = None) -> int:
     daemon = deployment.plugins.get("daemon")
     if daemon is not None:
         daemon.owner_reports_failure = True
+        daemon.launcher_lines = lambda: ["wspbus: daemon started, pid %d" % os.getpid(),
+                                         *("wspbus: " + line for line in deployment.banner())]
+    logs = deployment.plugins.get("logs")
+    held = logs.hold() if logs is not None else None
+    debugging = logs is not None and logs.level <= logging.DEBUG
     try:
         deployment.bus.start()
     except Exception as exc:
         reasons = exc.get_instances() if hasattr(exc, "get_instances") else [exc]
-        message = "; ".join(str(reason) or type(reason).__name__ for reason in reasons)
-        line = "wspbus: error: the site could not start: %s" % message
+        if held is not None:  # the terminal gets the one line below; a log file, the whole story
+            told = all(isinstance(reason, StartupError) for reason in reasons)  # else: a bug, keep its traceback
+            held.release(terminal=not told or debugging)
+        line = "wspbus: error: the site could not start: %s" % start_failure(reasons)
         if daemon is not None:
             daemon.report_start_failure(EX_UNAVAILABLE, line)
         print(line, file=sys.stderr, flush=True)
         return EX_UNAVAILABLE
+    finally:
+        if held is not None:
+            held.release()
     announce(deployment, out)
     return EX_OK
+
+
+def start_failure(reasons: list[BaseException]) -> str:
+    """What made the start fail, once: the failing listeners' messages, each on one line."""
+    return "; ".join(dict.fromkeys(" ".join(str(reason).split()) or type(reason).__name__ for reason in reasons))
 
 
 def announce(deployment: Deployment, out: TextIO | None = None) -> None:
@@ -321,6 +372,9 @@ def launch(config: SiteConfig, bus: Bus | None = None, site: Site | None = None)
     except ConfigError as exc:
         print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
         return EX_CONFIG
+    except KeyboardInterrupt:  # Ctrl-C while a slow app imports: nothing runs yet, nothing to tell but that
+        print("wspbus: interrupted while loading the site", file=sys.stderr, flush=True)
+        return EX_INTERRUPTED
     if site is None and isinstance(bus, ProcessBus):
         bus.restart_check = precheck.check_new_code  # a reload into code that fails is refused
         if config.pidfile:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import inspect
+import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +31,8 @@ from .mounts import Mount, SiteError, mount_app, name_of, normalize_prefix
 __all__ = ["AppSpec", "Mount", "Site", "SiteError", "load_app", "mount_app", "parse_app_spec"]
 
 DEFAULT_ATTRIBUTES = ("application", "app")
+#: Frames in files under it are wspbus's own, never the place a deployer's mistake is.
+PACKAGE_DIRECTORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 #: (args, kwargs) of a factory call.
 Call = tuple[tuple[Any, ...], dict[str, Any]]
@@ -134,17 +138,31 @@ def _call_factory(spec: AppSpec, call: Call, factory: Any) -> Any:
     try:
         return factory(*args, **kwargs)
     except Exception as exc:
-        raise SiteError("app %r: the factory failed: %s" % (spec.target, one_line_at(exc))) from None
+        raise SiteError("app %r: the factory failed: %s" % (spec.target, one_line_at(exc, factory))) from None
 
 
-def one_line_at(exc: BaseException) -> str:
-    """``Type: message (at file:line)`` for an exception raised by the deployer's code."""
+def one_line_at(exc: BaseException, culprit: object = None) -> str:
+    """``Type: message (at file:line)`` for an exception raised by the deployer's code.
+
+    The place is the last frame outside wspbus; when every frame is ours (the call itself was
+    refused, e.g. a factory called without the arguments it needs), where ``culprit`` is defined.
+    """
     if isinstance(exc, SyntaxError) and exc.filename:
         return "%s: %s (at %s:%s)" % (type(exc).__name__, exc.msg, exc.filename, exc.lineno)
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if not frame.filename.startswith("<frozen")]
-    if not frames:
-        return one_line(exc)
-    return "%s (at %s:%s)" % (one_line(exc), frames[-1].filename, frames[-1].lineno)
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if not frame.filename.startswith(("<frozen", PACKAGE_DIRECTORY))]
+    place = "%s:%s" % (frames[-1].filename, frames[-1].lineno) if frames else defined_at(culprit)
+    return "%s (at %s)" % (one_line(exc), place) if place else one_line(exc)
+
+
+def defined_at(obj: object) -> str | None:
+    """``file:line`` where a function or class is defined, if Python knows."""
+    if obj is None:
+        return None
+    try:
+        return "%s:%d" % (inspect.getsourcefile(obj), inspect.getsourcelines(obj)[1])  # type: ignore[arg-type]
+    except (OSError, TypeError):  # a builtin, or code without a source file
+        return None
 
 
 class Site:

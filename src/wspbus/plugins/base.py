@@ -9,6 +9,11 @@ The helpers use only the seed bus API (the one CherryPy's bus has too):
 * ``ignore_listener_failures(call, ...)``: a bus call made on a plugin's own thread, where
   nobody is left to hear of the listeners that failed (the bus logged each one).
 * ``priority(n)``: CherryPy's ``method.priority = n``, as a decorator a type checker accepts.
+* ``declare_channel(bus, name)`` and ``watch_state(bus, watcher)``: wspbus extras, done with
+  the seed API where the bus lacks them, so that every plugin also works on CherryPy's engine.
+
+States are compared with the bus's own (``bus.states.STARTED``): CherryPy's bus has its own
+state objects.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from .._core.bus import Bus, ChannelFailures
+from .._core.bus import Bus, State
 
-__all__ = ["SimplePlugin", "cancel_restart", "ignore_listener_failures", "priority", "restart_requested"]
+__all__ = ["SimplePlugin", "cancel_restart", "declare_channel", "ignore_listener_failures", "priority",
+           "restart_requested", "watch_state"]
 
 Method = TypeVar("Method", bound=Callable[..., Any])
 
@@ -80,5 +86,42 @@ def ignore_listener_failures(call: Callable[..., object], *args: object) -> None
     """
     try:
         call(*args)
-    except ChannelFailures:
+    except Exception:  # ChannelFailures, ours or (on CherryPy's bus) its own class
         pass  # each failing listener was logged by the bus where it failed; nobody else to tell
+
+
+def declare_channel(bus: Bus, channel: str) -> None:
+    """Make ``channel`` known to the bus with no listener yet, in the seed's way."""
+    bus.listeners.setdefault(channel, set())
+
+
+#: The line a seed bus logs right after each state change, and the state it tells of.
+_STATE_LINES = {"Bus %s" % name: name for name in ("STOPPED", "STARTING", "STARTED", "STOPPING", "EXITING")}
+
+
+def watch_state(bus: Bus, watcher: Callable[[State], None]) -> Callable[[], None]:
+    """Call ``watcher(state)`` after each state change, on the thread that made it; return the
+    function that stops it.
+
+    wspbus's bus has ``watch_state``. A bus with only the seed API (CherryPy's) logs the exact
+    line 'Bus STARTED' (and so on) right after each change, on the same thread, so a 'log'
+    listener reading those lines stands in for it.
+    """
+    native = getattr(bus, "watch_state", None)
+    if native is not None:
+        unwatch: Callable[[], None] = native(watcher)
+        return unwatch
+
+    def on_log(msg: object = None, *more: object, **named: object) -> None:
+        name = _STATE_LINES.get(msg) if isinstance(msg, str) else None
+        if name is None:
+            return
+        try:
+            watcher(getattr(bus.states, name))
+        except Exception:  # raised from here it would fail the bus's log() and its transition
+            import traceback
+
+            traceback.print_exc()  # not through the bus: this is its log
+
+    bus.subscribe("log", on_log, priority=0)
+    return lambda: bus.unsubscribe("log", on_log)

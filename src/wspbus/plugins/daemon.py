@@ -13,6 +13,8 @@ dies before either is reported too: the pipe closes with nothing written. The co
 ``bus.start()`` may tell the failure itself, with its own exit status and line (``wspbus serve``
 does, so a daemon that cannot start ends the launcher as an attached site would):
 set ``owner_reports_failure`` before the start and call ``report_start_failure()`` when it fails.
+The owner may also give ``launcher_lines``, called in the daemon once it is STARTED: the lines
+the launcher prints on its stdout before it exits 0 (``wspbus serve`` tells where the site serves).
 
 Threads do not survive a fork, and a lock one of them held stays locked in the daemon, so
 the Daemonizer warns when other threads run at fork time. Threads that mark themselves with
@@ -28,13 +30,16 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Callable
 
 from .._process import reexec
-from .._core.bus import Bus, State, states
-from .base import SimplePlugin, priority
+from .._core.bus import Bus, State
+from .base import SimplePlugin, priority, watch_state
 
 __all__ = ["Daemonizer"]
 
+#: Separates the lines of the report's message (the report itself is one line on the pipe).
+LINE_SEPARATOR = "\x1f"
 #: Set in the daemon to its pid: a re-executed daemon does not daemonize again.
 DAEMON_PID_ENV = "WSPBUS_DAEMON_PID"
 
@@ -57,6 +62,8 @@ class Daemonizer(SimplePlugin):
         self.finalized = False
         #: True: a failed start is told by report_start_failure(), not when the bus stops.
         self.owner_reports_failure = False
+        #: Called in the daemon once STARTED: lines for the launcher to print (see the module's doc).
+        self.launcher_lines: Callable[[], list[str]] | None = None
         self._report: StartReport | None = None
 
     @priority(65)
@@ -76,7 +83,8 @@ class Daemonizer(SimplePlugin):
         os.close(report_fd)
         _detach(write_fd)
         os.environ[DAEMON_PID_ENV] = str(os.getpid())
-        self._report = StartReport(self.bus, write_fd, deferred=self.owner_reports_failure)
+        self._report = StartReport(self.bus, write_fd, deferred=self.owner_reports_failure,
+                                   started_lines=self.launcher_lines)
         self.finalized = True
         self._settle()
         self._redirect_streams()
@@ -108,10 +116,12 @@ class Daemonizer(SimplePlugin):
         os.waitpid(intermediate, 0)  # it forks the daemon and exits at once
         status, message = read_report(report_fd)
         os.close(report_fd)
+        first, *lines = message.split(LINE_SEPARATOR)
         if status == 0:
-            self.bus.log("Daemon started: %s; the launching process exits." % message)
+            self.bus.log("Daemon started: %s; the launching process exits." % first)
+            sys.stdout.write("".join(line + "\n" for line in lines))
         else:
-            sys.stderr.write(message + "\n")
+            sys.stderr.write(first + "\n")
         reexec.end_process(status)
 
     def _redirect_streams(self) -> None:
@@ -147,13 +157,15 @@ class StartReport:
     since, which is how the bus reports a failing start listener.
     """
 
-    def __init__(self, bus: Bus, fd: int, deferred: bool = False) -> None:
+    def __init__(self, bus: Bus, fd: int, deferred: bool = False,
+                 started_lines: Callable[[], list[str]] | None = None) -> None:
         self.bus = bus
         self.fd: int | None = fd
         self.deferred = deferred
+        self.started_lines = started_lines
         self.first_error: str | None = None
         bus.subscribe("log", self.note_error)
-        self._unwatch = bus.watch_state(self.on_state)
+        self._unwatch = watch_state(bus, self.on_state)
 
     def note_error(self, msg: str, level: int = 20) -> None:
         if level >= 40 and self.first_error is None:
@@ -161,13 +173,14 @@ class StartReport:
             self.first_error = lines[-1].strip() if lines else msg
 
     def on_state(self, state: State) -> None:
-        if state is states.STARTING:
+        if state is self.bus.states.STARTING:
             return
-        if state is states.STARTED:
-            self.send(b"0 pid %d\n" % os.getpid())
+        if state is self.bus.states.STARTED:
+            lines = self.started_lines() if self.started_lines is not None else []
+            self.send(b"0 %s\n" % LINE_SEPARATOR.join(["pid %d" % os.getpid(), *map(_one_line_text, lines)]).encode())
         elif not self.deferred:
             reason = self.first_error or "the bus stopped before it was STARTED"
-            self.fail(self.bus.exit_code or 1, "Daemon failed to start: %s" % reason)
+            self.fail(getattr(self.bus, "exit_code", 0) or 1, "Daemon failed to start: %s" % reason)
 
     def fail(self, status: int, line: str) -> None:
         """Have the launcher print ``line`` (one line) and exit with ``status`` (non-zero)."""
@@ -204,7 +217,11 @@ def read_report(fd: int) -> tuple[int, str]:
 
 
 def _one_line(text: str) -> bytes:
-    return " ".join(text.split("\n")).encode(errors="replace")
+    return _one_line_text(text).encode(errors="replace")
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(text.replace(LINE_SEPARATOR, " ").split("\n"))
 
 
 def _write_all(fd: int, data: bytes) -> None:

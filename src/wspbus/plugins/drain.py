@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from .._core.bus import Bus, State
 from ._signal_worker import SignalWorker, Termination
-from .base import SimplePlugin, cancel_restart, ignore_listener_failures
+from .base import SimplePlugin, cancel_restart, ignore_listener_failures, watch_state
 from .health import DRAIN_CHANNEL
 
 __all__ = ["Drainer"]
@@ -86,9 +86,7 @@ class Drainer(SimplePlugin):
             self._take_over_signal_handler(self.signal_handler)
         else:
             self._install_handlers()
-        watch_state = getattr(self.bus, "watch_state", None)  # a wspbus extra: cuts a drain short
-        if watch_state is not None:
-            self._unwatch = watch_state(self._state_changed)
+        self._unwatch = watch_state(self.bus, self._state_changed)  # a state change cuts a drain short
 
     def unsubscribe(self) -> None:
         if not self._subscribed:

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from .._core.bus import Bus, states
+from .._core.bus import Bus
+from .base import declare_channel
 
 __all__ = ["DRAIN_CHANNEL", "HEALTH_CHANNEL", "Health", "checks_pass"]
 
@@ -81,8 +82,8 @@ class Health:
 
     def subscribe(self) -> None:
         """Listen for the start of a drain; declare the channels the endpoints rely on."""
-        self.bus.declare_channel(HEALTH_CHANNEL)
-        self.bus.declare_channel(DRAIN_CHANNEL)
+        declare_channel(self.bus, HEALTH_CHANNEL)
+        declare_channel(self.bus, DRAIN_CHANNEL)
         self.bus.subscribe(DRAIN_CHANNEL, self.drain)
 
     def unsubscribe(self) -> None:
@@ -101,7 +102,7 @@ class Health:
     def live(self) -> tuple[bool, str]:
         """(is the process working, why): the bus is not EXITING and the health checks pass."""
         state = self.bus.state
-        if state is states.EXITING:
+        if state is self.bus.states.EXITING:
             return False, "exiting"
         if not checks_pass(self.bus):
             return False, "a health check failed"
@@ -115,7 +116,7 @@ class Health:
         if self.draining:
             return False, "draining"
         state = self.bus.state
-        if state is not states.STARTED:
+        if state is not self.bus.states.STARTED:
             return False, state.name.lower()
         return True, "ready"
 

@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from typing import TextIO
 
 from .._core.bus import Bus
+from .._core.stdlib_log import StdlibLogger
 from .base import SimplePlugin, priority
 
-__all__ = ["LogRouter"]
+__all__ = ["HeldLog", "LogRouter"]
 
 ERROR_LOGGER = "wspbus"
 ACCESS_LOGGER = "wspbus.access"
@@ -128,12 +129,17 @@ class LogRouter(SimplePlugin):
             reopen_on = (reopen_on,)
         self.reopen_on = tuple(channel for channel in reopen_on if channel != "graceful")
         self._routes: list[_Route] = []
+        #: The route from the bus's 'log' to the 'wspbus' logger, for a bus that has none of its
+        #: own (wspbus's has ``log_to_stdlib``; CherryPy's has not).
+        self._bridge = StdlibLogger(ERROR_LOGGER) if getattr(bus, "log_to_stdlib", None) is None else None
 
     def subscribe(self) -> None:
         """Attach the handlers (opening the files) and listen for 'graceful' and ``reopen_on``."""
         if not self._routes:
             self._routes = self._open_routes()
         super().subscribe()
+        if self._bridge is not None:
+            self.bus.subscribe("log", self._bridge)
         for channel in self.reopen_on:
             self.bus.subscribe(channel, self.reopen, priority=REOPEN_PRIORITY)
 
@@ -141,6 +147,8 @@ class LogRouter(SimplePlugin):
         """Stop listening, detach and close the handlers, restore the loggers' settings."""
         for channel in self.reopen_on:
             self.bus.unsubscribe(channel, self.reopen)
+        if self._bridge is not None:
+            self.bus.unsubscribe("log", self._bridge)
         super().unsubscribe()
         routes, self._routes = self._routes, []
         for route in reversed(routes):
@@ -162,6 +170,11 @@ class LogRouter(SimplePlugin):
             raise
         return routes
 
+    def hold(self) -> HeldLog:
+        """Hold back what the routes would write until ``release()``: a start that fails is then
+        told in one line on the terminal, while a log file still gets the whole story."""
+        return HeldLog([route.handler for route in self._routes])
+
     def reopen(self, *args: object) -> None:
         """Reopen every log file at its path; on failure log one line and keep the old file."""
         for route in self._routes:
@@ -176,6 +189,43 @@ class LogRouter(SimplePlugin):
     def graceful(self) -> None:
         """Reopen the files first, so what the other 'graceful' listeners log lands in them."""
         self.reopen()
+
+
+class HeldLog:
+    """Records kept from a set of handlers (a filter on each that says no and keeps the record)."""
+
+    def __init__(self, handlers: list[logging.Handler]) -> None:
+        self.handlers = handlers
+        self.records: list[tuple[logging.Handler, logging.LogRecord]] = []
+        for handler in handlers:
+            handler.addFilter(_Keeper(self, handler))
+
+    def keep(self, handler: logging.Handler, record: logging.LogRecord) -> None:
+        self.records.append((handler, record))
+
+    def release(self, terminal: bool = True) -> None:
+        """Write the held records, in order; ``terminal`` False writes them to files only (the
+        caller tells the terminal what happened itself)."""
+        for handler in self.handlers:
+            for keeper in [f for f in handler.filters if isinstance(f, _Keeper) and f.held is self]:
+                handler.removeFilter(keeper)
+        records, self.records = self.records, []
+        for handler, record in records:
+            if terminal or isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+
+
+class _Keeper(logging.Filter):
+    """The filter HeldLog puts on one handler."""
+
+    def __init__(self, held: HeldLog, handler: logging.Handler) -> None:
+        super().__init__()
+        self.held = held
+        self.handler = handler
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.held.keep(self.handler, record)
+        return False
 
 
 def _absolute(path: str | None) -> str | None:

@@ -17,9 +17,12 @@ bind at 75, so a refused instance has done nothing yet):
   restart the locked file is kept and handed to the re-executed process, so no second
   instance can slip in between.
 
-Where the file may live: a path that is a symbolic link is refused, and so is a directory
-that group or others can write (this includes /tmp: anyone could take the name first, or
-swap the file) or that belongs to another user than this process's or root.
+Where the file may live: a path that is a symbolic link is refused (and the file is always
+opened without following links), and so is a directory that belongs to another user than this
+process's or root, or that group or others can write without the sticky bit (anyone could swap
+the file). A sticky directory others can write, such as /tmp, is accepted: there nobody else can
+rename or delete our file; a file of that name that is not ours (someone took the name first)
+is refused rather than replaced.
 """
 
 from __future__ import annotations
@@ -119,13 +122,26 @@ def check_location(path: str) -> None:
         info = os.stat(directory)
     except FileNotFoundError:
         raise StartupError("the directory of PID file %s does not exist" % path) from None
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise StartupError("PID file directory %s is writable by %s; refusing (they could take or "
-                           "swap the PID file): use a directory only its owner can write, like /run"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        raise StartupError("PID file directory %s is writable by %s without the sticky bit; refusing "
+                           "(they could swap the PID file): use a directory only its owner can write, "
+                           "like /run, or a sticky one like /tmp"
                            % (directory, "others" if info.st_mode & stat.S_IWOTH else "its group"))
     if info.st_uid not in (0, os.geteuid()):
         raise StartupError("PID file directory %s belongs to uid %d, neither root nor this process "
                            "(uid %d); refusing" % (directory, info.st_uid, os.geteuid()))
+
+
+def check_owner(path: str, info: os.stat_result, trusted: tuple[int, ...] = ()) -> None:
+    """In a directory others can write (sticky), a PID file that is not ours (nor of a ``trusted``
+    uid) was put there by someone else: refuse it rather than trust or replace it."""
+    if info.st_uid == os.geteuid() or info.st_uid in trusted:
+        return
+    mode = os.stat(os.path.dirname(path)).st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StartupError("PID file %s belongs to uid %d, not to this process (uid %d), in a directory "
+                           "others can write; refusing (remove it, or use a directory like /run)"
+                           % (path, info.st_uid, os.geteuid()))
 
 
 def claim(path: str) -> int:
@@ -176,6 +192,7 @@ def replace_if_stale(path: str, temp: str) -> bool:
             raise StartupError(already_running(path, read_pid(existing))) from None
         if not names_file(path, info):
             return False  # replaced by another claimer before we got the lock
+        check_owner(path, info)
         os.rename(temp, path)
         return True
     finally:

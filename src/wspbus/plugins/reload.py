@@ -34,7 +34,7 @@ import zipimport
 from types import ModuleType
 
 from .._process import reexec
-from .._core.bus import Bus, states
+from .._core.bus import Bus
 from ._watch import FileWatcher
 from .base import SimplePlugin, ignore_listener_failures, priority
 
@@ -105,7 +105,7 @@ class Autoreloader(SimplePlugin):
     def graceful(self) -> None:
         """Watch again from scratch (the modules and files are looked up anew)."""
         self.stop()
-        if self.bus.state is states.STARTED:  # no thread while the bus is stopped or exiting
+        if self.bus.state is self.bus.states.STARTED:  # no thread while the bus is stopped or exiting
             self.start()
 
     # -- what is watched -----------------------------------------------------------------
@@ -205,6 +205,7 @@ class Autoreloader(SimplePlugin):
     def _restart_bus(self) -> None:
         # Not on the watcher's thread: restart() stops this plugin, which joins that thread.
         # And not before the bus has finished starting (a catch-up happens while it starts).
+        states = self.bus.states  # the bus's own: CherryPy's bus has its own state objects
         self.bus.wait((states.STARTED, states.STOPPING, states.STOPPED, states.EXITING))
         if self.bus.state is not states.STARTED:
             return

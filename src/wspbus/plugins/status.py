@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .base import restart_requested
+from .base import restart_requested, watch_state
 
 __all__ = ["SINCE_ENV", "StatusFile", "status_path"]
 
@@ -68,7 +69,7 @@ class StatusFile:
         self._unwatch: Callable[[], None] | None = None
 
     def subscribe(self) -> None:
-        self._unwatch = self.bus.watch_state(self.on_state)
+        self._unwatch = watch_state(self.bus, self.on_state)
         self.bus.subscribe("start", self.on_claimed, self.CLAIMED_PRIORITY)
 
     def unsubscribe(self) -> None:
@@ -110,9 +111,11 @@ class StatusFile:
         }
 
     def _write(self, record: dict[str, Any]) -> None:
-        temporary = "%s.%d.tmp" % (self.path, os.getpid())
-        try:
-            with open(temporary, "w", encoding="utf-8") as file:
+        directory, name = os.path.split(self.path)
+        try:  # a fresh file of a random name (O_EXCL): in a directory like /tmp, no planted link is followed
+            fd, temporary = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=directory)
+            os.fchmod(fd, 0o644)
+            with open(fd, "w", encoding="utf-8") as file:
                 json.dump(record, file)
             os.replace(temporary, self.path)
         except OSError as exc:

@@ -29,9 +29,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .._core.bus import Bus, State, states
+from .._core.bus import Bus, State
 from .health import DRAIN_CHANNEL, checks_pass
-from .base import SimplePlugin, restart_requested
+from .base import SimplePlugin, declare_channel, restart_requested, watch_state
 
 __all__ = ["SystemdNotifier", "notify", "notify_address"]
 
@@ -120,8 +120,8 @@ class SystemdNotifier(SimplePlugin):
         """Follow the bus's states; nothing at all when systemd is not there."""
         if not self.enabled or self._unwatch is not None:
             return
-        self.bus.declare_channel(DRAIN_CHANNEL)
-        self._unwatch = self.bus.watch_state(self._state_changed)
+        declare_channel(self.bus, DRAIN_CHANNEL)
+        self._unwatch = watch_state(self.bus, self._state_changed)
         # Around the other 'graceful' listeners: first and last.
         self.bus.subscribe("graceful", self._reload_begins, priority=0)
         self.bus.subscribe("graceful", self._reload_done, priority=100)
@@ -155,7 +155,7 @@ class SystemdNotifier(SimplePlugin):
 
     def status_text(self, state: State) -> str:
         """The state's name; once STARTED, what the site listens on too."""
-        if state is not states.STARTED:
+        if state is not self.bus.states.STARTED:
             return state.name
         binds = self.binds() if callable(self.binds) else self.binds
         names = ", ".join(format_bind(bind) for bind in binds or ())
@@ -164,15 +164,15 @@ class SystemdNotifier(SimplePlugin):
     def _state_changed(self, state: State) -> None:
         """Watcher: runs in the thread that changed the state, must be quick and never raise."""
         try:
-            if state is states.STARTED:
+            if state is self.bus.states.STARTED:
                 self._reloading = False
                 self.send(READY=1, STATUS=self.status_text(state))
                 self._start_watchdog()
-            elif state is states.STOPPING and restart_requested(self.bus):
+            elif state is self.bus.states.STOPPING and restart_requested(self.bus):
                 self._reload_begins()
-            elif state is states.STOPPING and self.bus.exit_begun:
+            elif state is self.bus.states.STOPPING and getattr(self.bus, "exit_begun", False):
                 self.send(STOPPING=1, STATUS=self.status_text(state))
-            elif state is states.EXITING:
+            elif state is self.bus.states.EXITING:
                 self._stop_watchdog()
                 if not restart_requested(self.bus):
                     self.send(STATUS=self.status_text(state))
@@ -196,7 +196,7 @@ class SystemdNotifier(SimplePlugin):
 
     def is_healthy(self) -> bool:
         """What the watchdog pings for: STARTED, the 'health' checks pass, ``healthy()`` agrees."""
-        if self.bus.state is not states.STARTED or not checks_pass(self.bus):
+        if self.bus.state is not self.bus.states.STARTED or not checks_pass(self.bus):
             return False
         return self.healthy is None or bool(self.healthy())
 

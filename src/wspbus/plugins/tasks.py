@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .._core.bus import Bus, State, states
-from .base import SimplePlugin, priority
+from .._core.bus import Bus, State
+from .base import SimplePlugin, priority, watch_state
 
 __all__ = ["BackgroundTask", "Monitor", "PerpetualTimer"]
 
@@ -174,13 +174,13 @@ class Monitor(SimplePlugin):
             self._stopped_by_own_callback = False
             self.thread = BackgroundTask(self.frequency, self.callback, bus=self.bus)
             self.thread.name = self.thread_name
-            self._unwatch = self.bus.watch_state(self._note_own_stop)
+            self._unwatch = watch_state(self.bus, self._note_own_stop)
             self.thread.start()
         self.bus.log("Started monitor thread %r." % self.thread_name)
 
     def _note_own_stop(self, state: State) -> None:
         # The bus changes state in the thread that called stop()/exit()/restart().
-        if state is states.STOPPING and threading.current_thread() is self.thread:
+        if state is self.bus.states.STOPPING and threading.current_thread() is self.thread:
             self._stopped_by_own_callback = True
 
     def stop(self) -> None:
@@ -201,5 +201,5 @@ class Monitor(SimplePlugin):
     def graceful(self) -> None:
         """Restart the periodic thread (a new frequency takes effect)."""
         self.stop()
-        if self.bus.state is states.STARTED:  # no thread while the bus is stopped or exiting
+        if self.bus.state is self.bus.states.STARTED:  # no thread while the bus is stopped or exiting
             self.start()

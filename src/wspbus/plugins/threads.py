@@ -11,7 +11,7 @@ import itertools
 import threading
 
 from .._core.bus import Bus, ChannelFailures
-from .base import SimplePlugin
+from .base import SimplePlugin, declare_channel
 
 __all__ = ["ThreadManager"]
 
@@ -40,7 +40,7 @@ class ThreadManager(SimplePlugin):
         self._starting: set[threading.Thread] = set()
         self._generation = 0  # bumped by stop(): a thread still starting then is released at once
         for channel in CHANNELS:
-            bus.declare_channel(channel)
+            declare_channel(bus, channel)
 
     def acquire_thread(self) -> None:
         """Give the calling thread a number and publish 'start_thread'(number), once per thread."""
@@ -79,8 +79,8 @@ class ThreadManager(SimplePlugin):
         for number in numbers:
             try:
                 self.bus.publish("stop_thread", number)
-            except ChannelFailures as failed:
-                for exc in failed.get_instances():
+            except Exception as failed:  # ChannelFailures: ours, or on CherryPy's bus its own class
+                for exc in getattr(failed, "get_instances", lambda: [failed])():
                     failures.add(exc)
         if failures:
             raise failures

@@ -1,7 +1,10 @@
 """ServerAdapter: runs an HTTP server object in its own thread for the life of the bus.
 
 CherryPy's contract: ``ServerAdapter(bus, httpserver=None, bind_addr=None)``, ``subscribe()``,
-listeners on 'start' (priority 75, before DropPrivileges gives up root), 'stop' and 'graceful'.
+listeners on 'start' (priority 75, before DropPrivileges gives up root), 'stop' and 'graceful',
+``bound_addr`` (the port the kernel chose for port 0), ``wait()`` and ``restart()``. It uses
+only the seed bus API, so it runs on CherryPy's engine too: ``graceful_timeout`` and
+``exit_code`` are used where the bus has them.
 
 The server object may follow either of two shapes:
 
@@ -14,7 +17,7 @@ The server object may follow either of two shapes:
   waits on the server thread itself, so a server that dies is noticed at once.
 
 A server thread that ends while nobody asked it to is a failure: it is logged, the bus's
-``exit_code`` becomes 1 and the bus exits, so ``block()`` returns and the process ends non-zero.
+``exit_code`` (if it has one) becomes 1 and the bus exits, so ``block()`` returns and the process ends non-zero.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .._core.bus import states
 from ..plugins.base import SimplePlugin, ignore_listener_failures, priority
 from .reporting import one_line
 from .sockets.addresses import bracketed
@@ -47,6 +49,7 @@ class ServerAdapter(SimplePlugin):
         self._thread: threading.Thread | None = None
         self._started = False  # start() ran and stop() has not yet cleaned up
         self._stopping = False
+        self._changed = threading.Condition()  # notified when it starts serving or dies (wait())
         bus.listeners.setdefault("health", set())  # liveness probes and the systemd watchdog ask it
 
     def health(self) -> bool:
@@ -62,6 +65,32 @@ class ServerAdapter(SimplePlugin):
         if address is None:
             return "unknown interface (dynamic?)"
         return str(address)
+
+    @property
+    def bound_addr(self) -> Any:
+        """The address served: ``bind_addr``, with the port the kernel chose if it was 0."""
+        address = self.bind_addr
+        if not (isinstance(address, tuple) and len(address) >= 2 and address[1] == 0):
+            return address
+        bound = getattr(self.httpserver, "bind_addr", None)  # cheroot's, once it listens
+        if isinstance(bound, tuple) and len(bound) >= 2 and bound[1] != 0:
+            return bound[:2]
+        listening = getattr(self.httpserver, "socket", None)
+        if listening is not None and hasattr(listening, "getsockname"):
+            return listening.getsockname()[:2]
+        return address
+
+    def wait(self) -> None:
+        """Return once the server listens; raise what ended it if it died instead."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.running or self.interrupt is not None)
+            if self.interrupt is not None:
+                raise self.interrupt
+
+    def restart(self) -> None:
+        """Stop the server, then start it again."""
+        self.stop()
+        self.start()
 
     # -- start ---------------------------------------------------------------------------
 
@@ -82,7 +111,9 @@ class ServerAdapter(SimplePlugin):
         else:
             self._thread = self._spawn(server.start)
             self._wait_legacy_ready(self._thread)
-        self._started = self.running = True
+        with self._changed:
+            self._started = self.running = True
+            self._changed.notify_all()
         self.bus.log("Serving on %s" % self.description)
 
     def _spawn(self, target: Callable[[], object]) -> threading.Thread:
@@ -112,13 +143,15 @@ class ServerAdapter(SimplePlugin):
 
     def _died(self, exc: BaseException | None) -> None:
         """The server thread ended by itself: log it and end the process non-zero."""
-        self.interrupt = exc if exc is not None else RuntimeError("the server returned")
+        with self._changed:
+            self.interrupt = exc if exc is not None else RuntimeError("the server returned")
+            self.running = False
+            self._changed.notify_all()
         self._thread = None  # this thread runs the exit below; stop() must not wait for it
-        self.running = False
         reason = "stopped by itself" if exc is None else "died: %s" % one_line(exc)
         self.bus.log("HTTP server %s %s; exiting" % (self.description, reason), level=40,
                      traceback=exc is not None)
-        if not self.bus.exit_code:
+        if hasattr(self.bus, "exit_code") and not self.bus.exit_code:  # a wspbus extra
             self.bus.exit_code = 1
         ignore_listener_failures(self.bus.exit)  # this dying thread has no caller to raise to
 
@@ -134,9 +167,15 @@ class ServerAdapter(SimplePlugin):
         try:
             self.httpserver.stop()
         finally:
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(self.bus.graceful_timeout)
+            if thread is not None and thread is not threading.current_thread() and not self._in_own_request():
+                thread.join(getattr(self.bus, "graceful_timeout", None))  # a wspbus extra
         self.bus.log("HTTP Server %s shut down" % self.description)
+
+    def _in_own_request(self) -> bool:
+        """True if this thread runs one of the server's requests: the server's thread ends only
+        after that request, so it is not waited for here."""
+        runs_current_request = getattr(self.httpserver, "runs_current_request", None)
+        return bool(runs_current_request()) if callable(runs_current_request) else False
 
     def graceful(self) -> None:
         """Restart the server (CherryPy's meaning of 'graceful' for a server)."""
@@ -146,7 +185,7 @@ class ServerAdapter(SimplePlugin):
 
     def _may_restart(self) -> bool:
         """Only a serving server on a STARTED bus: not after a stop, nor during an exit or restart."""
-        if self.running and self.bus.state is states.STARTED:
+        if self.running and self.bus.state is self.bus.states.STARTED:
             return True
         self.bus.log("Not restarting %s (%s, bus %s)" % (self.description, "serving" if self.running else
                                                          "not serving", self.bus.state.name), level=10)

@@ -79,6 +79,11 @@ class HTTPServer(ServerAdapter):
     def description(self) -> str:
         return "%s (%s)" % (self.url, self.server)
 
+    @property
+    def bound_addr(self) -> Any:
+        """Where it listens once started (``address``); before, the bind asked for."""
+        return self.address if self.address is not None else self.bind
+
     @priority(75)
     def start(self) -> None:
         """Open (or inherit) the listening socket, then start the server on it."""
@@ -87,7 +92,7 @@ class HTTPServer(ServerAdapter):
         if self._listener is None:
             self._listener = self._acquire_listener()
         self.address = address_of(self._listener)
-        options = ServeOptions(threads=self.threads, graceful_timeout=self.bus.graceful_timeout,
+        options = ServeOptions(threads=self.threads, graceful_timeout=getattr(self.bus, "graceful_timeout", None),
                                log=self.bus.log, name="wspbus %s" % self.bind, shared_loop=self._loop())
         module = importlib.import_module("." + module_of(self.server), __package__)
         copy = self._listener.dup()

@@ -105,10 +105,13 @@ class StdlibServer(WSGIServer):
         self._waker.wake()
         self._loop_done.wait(self.options.graceful_timeout)
         self.socket.close()
+        def others() -> set[threading.Thread]:
+            """Not the request that asked for the stop, if it runs here: it ends after this returns."""
+            return self._handlers - {threading.current_thread()}
+
         with self._handlers_changed:
-            finished = self._handlers_changed.wait_for(lambda: not self._handlers,
-                                                       self.options.graceful_timeout)
-            left = len(self._handlers)
+            finished = self._handlers_changed.wait_for(lambda: not others(), self.options.graceful_timeout)
+            left = len(others())
         if not finished:
             assert self.options.graceful_timeout is not None  # without a bound, wait_for() finishes
             self.options.log("stdlib server: %d request(s) still running after %g s; not waiting"

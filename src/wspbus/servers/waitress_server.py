@@ -4,6 +4,10 @@ waitress has no graceful stop of its own, so stop() drains it from its event loo
 listener is closed, each connection closes once it is idle (after the response in flight is
 flushed; a connection that has sent nothing yet first gets its request answered), and when the
 last one is gone the loop ends. Past the graceful timeout everything left is closed.
+
+A stop asked for by one of its own requests (an exit() in the app: the bus runs 'stop' on the
+thread that publishes) cannot wait for the drain, which ends only once that request returns:
+it starts the drain and leaves the waiting to a thread of its own.
 """
 
 from __future__ import annotations
@@ -37,13 +41,25 @@ class WaitressServer:
         self._loop_done = threading.Event()
         #: Set once everything is closed (after a forced stop, when the stuck requests ended).
         self.closed = threading.Event()
+        self._request = threading.local()  # ``active`` on a worker thread while it runs the app
 
     def prepare(self) -> None:
         from waitress.server import create_server  # type: ignore[import-untyped]  # waitress ships no types
 
-        self._server = create_server(self._app, map=self._map, sockets=[self._listener],
+        self._server = create_server(self._run_app, map=self._map, sockets=[self._listener],
                                      threads=self._options.threads or DEFAULT_THREADS, backlog=BACKLOG)
         self._server.channel_class = _draining_channel_class(self)
+
+    def _run_app(self, environ: Any, start_response: Any) -> Any:
+        self._request.active = True
+        try:
+            return self._app(environ, start_response)
+        finally:
+            self._request.active = False
+
+    def runs_current_request(self) -> bool:
+        """True on a worker thread while it runs the app (so a stop from there cannot wait)."""
+        return bool(getattr(self._request, "active", False))
 
     def serve(self) -> None:
         try:
@@ -53,6 +69,12 @@ class WaitressServer:
 
     def stop(self) -> None:
         """Stop accepting, finish the requests in flight (bounded), end the loop and the workers."""
+        if self.runs_current_request():
+            threading.Thread(target=self._stop, name="%s stop" % self._options.name, daemon=True).start()
+            return
+        self._stop()
+
+    def _stop(self) -> None:
         timeout = self._options.graceful_timeout
         trigger = self._server.trigger
         trigger.pull_trigger(self._begin_draining)

@@ -7,24 +7,7 @@ import sys
 import pytest
 
 from serving import get
-
-LAUNCHER = r'''
-import os, socket, sys
-protocol, bind, site = sys.argv[1:4]
-listener = socket.socket()
-listener.bind(("127.0.0.1", 0))
-listener.listen()
-print("launcher bound", listener.getsockname()[1], flush=True)
-if listener.fileno() != 3:
-    os.dup2(listener.fileno(), 3)  # inheritable, as a service manager leaves it
-    listener.close()
-else:
-    listener.detach()
-    os.set_inheritable(3, True)
-if protocol == "systemd":
-    os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES="web")
-os.execv(sys.executable, [sys.executable, site, bind])  # same pid: LISTEN_PID stays right
-'''
+from support import ACTIVATING_LAUNCHER
 
 SITE = r'''
 import os, sys, threading
@@ -60,7 +43,7 @@ def site(tmp_path):
 
 @pytest.mark.parametrize("protocol, bind", [("systemd", "systemd:web"), ("plain", "fd://3")])
 def test_serves_on_the_socket_the_launcher_passed(spawn, site, protocol, bind):
-    child = spawn(LAUNCHER, protocol, bind, site, name="launcher.py")
+    child = spawn(ACTIVATING_LAUNCHER, protocol, sys.executable, site, bind, name="launcher.py")
     port = int(child.expect(r"^launcher bound (\d+)$")[1])
     served = child.expect(r"^serving (\d+) LISTEN variables left: (.*)$")
     assert int(served[1]) == port  # it bound nothing itself
@@ -71,7 +54,7 @@ def test_serves_on_the_socket_the_launcher_passed(spawn, site, protocol, bind):
 
 
 def test_wrong_socket_name_fails_start_naming_what_was_passed(spawn, site):
-    child = spawn(LAUNCHER, "systemd", "systemd:api", site, name="launcher.py")
+    child = spawn(ACTIVATING_LAUNCHER, "systemd", sys.executable, site, "systemd:api", name="launcher.py")
     child.expect(r"^start failed: cannot use systemd:api: the sockets passed to this process are named web$")
     assert child.wait() == 1
 

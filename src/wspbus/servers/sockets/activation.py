@@ -6,6 +6,10 @@ The variables are read once and removed from the environment whatever they say, 
 child process never takes the sockets for its own. A bind ``systemd:NAME`` takes the socket of
 that name, ``fd://N`` the socket on descriptor N; the server then binds nothing itself.
 
+With no bind named at all, ``wspbus serve`` serves on every passed socket (``passed_binds()``),
+as gunicorn does; the list is remembered in the environment for this pid, so a re-executed
+process (a reload: same pid, the sockets inherited, LISTEN_* gone) serves on the same ones.
+
 What was passed is a fact about the process, so one object, ``PASSED``, owns it.
 """
 
@@ -18,10 +22,12 @@ from collections.abc import Callable
 
 from .errors import BindError, reason
 
-__all__ = ["LISTEN_FDS_START", "PASSED", "PassedSockets", "listen_fds"]
+__all__ = ["LISTEN_FDS_START", "PASSED", "PassedSockets", "listen_fds", "passed_binds"]
 
 LISTEN_FDS_START = 3
 _VARIABLES = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
+#: "PID fd://3 fd://4": the binds passed_binds() gave, for a re-execution of that process.
+PASSED_BINDS_ENV = "WSPBUS_PASSED_BINDS"
 
 
 class PassedSockets:
@@ -38,6 +44,17 @@ class PassedSockets:
             for name, sock in self._read():
                 named.setdefault(name, []).append(sock)
         return named
+
+    def binds(self) -> list[str]:
+        """``fd://N`` for every passed socket not taken yet (the same list again after a re-exec)."""
+        pid, _, remembered = os.environ.get(PASSED_BINDS_ENV, "").partition(" ")
+        if pid == str(os.getpid()):
+            return remembered.split()
+        with self._lock:
+            binds = ["fd://%d" % sock.fileno() for _name, sock in self._read()]
+        if binds:
+            os.environ[PASSED_BINDS_ENV] = "%d %s" % (os.getpid(), " ".join(binds))
+        return binds
 
     def take_named(self, name: str, label: str, backlog: int) -> socket.socket:
         """Take the first passed socket called ``name``; BindError if there is none."""
@@ -84,6 +101,11 @@ PASSED = PassedSockets()
 def listen_fds() -> dict[str, list[socket.socket]]:
     """The sockets passed to this process and not taken yet, by name ('unknown' if unnamed)."""
     return PASSED.by_name()
+
+
+def passed_binds() -> list[str]:
+    """Binds for the sockets passed to this process (``fd://N``); [] when none were."""
+    return PASSED.binds()
 
 
 def _listening(sock: socket.socket, label: str, backlog: int) -> socket.socket:

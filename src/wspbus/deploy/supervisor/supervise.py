@@ -1,0 +1,162 @@
+"""``wspbus serve --workers N``: put the supervisor on its bus, start it, block until it exits.
+
+The supervisor's bus gets the plugins a site must have once, built by the same code as a single
+process's (launch.build_plugins) from the tables that concern it (signals, logs, daemon, PID
+file, systemd, drain, reaper), then the status file, the listening sockets, the control socket
+and the Arbiter. Everything else in the configuration (the apps, --import, the site's own
+[[plugin]] tables, health, threads, autoreload, and dropping privileges: see settings.py) is
+the workers'.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO, cast
+
+from ..._core.bus import ChannelFailures
+from ..config import ConfigError, SiteConfig
+from ..exits import EX_CONFIG, EX_OK, EX_UNAVAILABLE
+from ..launch import announce, build_plugins, subscribe_all
+from .arbiter import Arbiter, WorkerStartError
+from .control_socket import ControlSocket
+from .listeners import Listeners
+from .pool import PoolOptions
+from .settings import SUPERVISOR_PLUGINS, to_dict
+from .status import ReportedSite, SupervisorStatusFile
+
+__all__ = ["Supervisor", "build", "supervise"]
+
+#: The supervisor's own stop listeners may run this long past the graceful timeout: the Arbiter
+#: SIGKILLs workers at the timeout and then waits for the kernel to end them.
+STOP_MARGIN = 0.4
+
+
+@dataclass
+class Supervisor:
+    """A supervisor put on a bus, not started yet."""
+
+    bus: Any
+    config: SiteConfig
+    arbiter: Arbiter
+    reported: ReportedSite
+    plugins: dict[str, Any] = field(default_factory=dict)
+
+    def banner(self) -> list[str]:
+        pool = self.arbiter.pool
+        pids = ", ".join(str(w.pid) for w in pool.workers) if pool is not None else ""
+        count = len(pool.workers) if pool is not None else 0
+        lines = ["serving %s" % url for url in self.reported.urls()]
+        lines += ["mounted %s" % mount for mount in self.reported.describe()]
+        lines.append("supervisor %d, %d worker%s: %s" % (os.getpid(), count, "s"[:count != 1], pids))
+        if self.config.reload:
+            lines.append("autoreload is on: saving an imported file reloads the workers")
+        return lines
+
+
+def supervisor_config(config: SiteConfig) -> SiteConfig:
+    """The part of ``config`` the supervisor itself runs: its plugin tables, none of the site's."""
+    own = copy.deepcopy(config)
+    own.plugins = {name: table for name, table in config.plugins.items() if name in SUPERVISOR_PLUGINS}
+    own.extra_plugins = []
+    own.reload = False
+    own.imports = []
+    own.user = own.group = own.umask = None  # the workers drop privileges (settings.py says why)
+    return own
+
+
+def build(bus: Any, config: SiteConfig, options: PoolOptions) -> Supervisor:
+    """Construct and subscribe the supervisor's plugins; ConfigError for any mistake, bus untouched."""
+    to_dict(config)  # a setting that cannot cross to the workers is a mistake now, not at their start
+    listeners = Listeners(bus, config)
+    control = ControlSocket(bus, config.pidfile) if config.pidfile else None
+    arbiter = Arbiter(bus, config, listeners, options, control=control)
+    reported = ReportedSite(config, lambda: arbiter.pool)
+    plugins = build_plugins(bus, supervisor_config(config), own_process=True, binds=reported.urls)
+    _hand_signals_to(arbiter, plugins.get("signals"))
+    parts: list[Any] = sorted(plugins.values(), key=lambda part: part is not plugins.get("drain"))
+    if config.pidfile:
+        status = SupervisorStatusFile(bus, config.pidfile, reported)
+        arbiter.on_change = status.refresh
+        parts.append(status)
+    parts += [listeners, *([control] if control else []), arbiter]
+    subscribe_all(parts, config.source)
+    _tell_systemd_of_reloads(arbiter, plugins.get("systemd"))
+    if config.graceful_timeout is not None:
+        bus.graceful_timeout = config.graceful_timeout + STOP_MARGIN
+    else:
+        bus.graceful_timeout = None
+    return Supervisor(bus, config, arbiter, reported, plugins)
+
+
+def _hand_signals_to(arbiter: Arbiter, signals: Any) -> None:
+    """SIGHUP reloads the workers (instead of re-executing); SIGTTIN/SIGTTOU scale them."""
+    if signals is None:
+        return
+    signals.handlers["SIGHUP"] = arbiter.handle_SIGHUP
+    signals.handlers["SIGTTIN"] = arbiter.handle_SIGTTIN
+    signals.handlers["SIGTTOU"] = arbiter.handle_SIGTTOU
+
+
+def _tell_systemd_of_reloads(arbiter: Arbiter, notifier: Any) -> None:
+    """RELOADING=1 while a new generation starts, READY=1 once it serves (or was discarded)."""
+    if notifier is None or not getattr(notifier, "enabled", False):
+        return
+    from ...plugins.systemd import monotonic_usec
+
+    def reloading(begins: bool) -> None:
+        if begins:
+            notifier.send(RELOADING=1, MONOTONIC_USEC=monotonic_usec(), STATUS="Reloading: starting new workers")
+        else:
+            notifier.send(READY=1, STATUS=notifier.status_text(arbiter.bus.state))
+
+    arbiter.on_reload = reloading
+
+
+def start(supervisor: Supervisor, out: TextIO | None = None) -> int:
+    """Start the supervisor (and generation 1); on failure one line on stderr and 69 (or 78)."""
+    daemon = supervisor.plugins.get("daemon")
+    if daemon is not None:
+        daemon.owner_reports_failure = True
+    try:
+        supervisor.bus.start()
+    except Exception as exc:
+        if supervisor.arbiter.interrupted:  # told to stop while starting: a stop, not a failure
+            return EX_OK
+        status, line = failure(exc)
+        if daemon is not None:
+            daemon.report_start_failure(status, line)
+        print(line, file=sys.stderr, flush=True)
+        return status
+    announce(cast(Any, supervisor), out)  # a Deployment's banner(), config and bus, as launch prints them
+    return EX_OK
+
+
+def failure(exc: BaseException) -> tuple[int, str]:
+    """The exit status and the one line for a failed start."""
+    reasons = exc.get_instances() if isinstance(exc, ChannelFailures) else [exc]
+    for reason in reasons:
+        if isinstance(reason, WorkerStartError) and reason.status == EX_CONFIG:
+            return EX_CONFIG, "wspbus: error: %s" % reason
+    message = "; ".join(str(reason) or type(reason).__name__ for reason in reasons)
+    return EX_UNAVAILABLE, "wspbus: error: the site could not start: %s" % message
+
+
+def supervise(config: SiteConfig, options: PoolOptions, bus: Any = None) -> int:
+    """Build, start and block until the supervisor exits; the process's exit status."""
+    if bus is None:
+        import wspbus
+
+        bus = wspbus.bus
+    try:
+        supervisor = build(bus, config, options)
+    except ConfigError as exc:
+        print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
+        return EX_CONFIG
+    status = start(supervisor)
+    if status != EX_OK:
+        return status
+    bus.block()
+    return EX_OK if supervisor.arbiter.interrupted else int(bus.exit_code)

@@ -1,0 +1,240 @@
+"""Helpers for the supervisor's tests: a site on disk, `wspbus serve --workers N` on it, and clients.
+
+The app answers ``VERSION PID`` so a test sees which code and which worker answered; ``/slow?S``
+takes S seconds (and says so on stdout first), ``/spin`` holds the GIL forever (a hung worker), ``/crash`` ends the worker,
+``/grow`` leaks 60 MB.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from serve_support import WSPBUS
+from support import DEADLINE, Child
+
+#: Marks every process a test started (workers inherit it); see conftest.py.
+TAG_ENV = "WSPBUS_TEST_TAG"
+
+APP = '''
+import os
+import time
+
+VERSION = %(version)r
+HOARD = []
+%(extra)s
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/slow":
+        os.write(1, b"slow request in %%d\\n" %% os.getpid())  # one write: workers share stdout
+        time.sleep(float(environ.get("QUERY_STRING") or 1))
+    elif path == "/spin":
+        sum(range(10 ** 13))  # one C call: the GIL is never released
+    elif path == "/crash":
+        os._exit(3)
+    elif path == "/grow":
+        HOARD.append(b"x" * 60_000_000)  # a leak: resident for good
+    body = ("%%s %%d" %% (VERSION, os.getpid())).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+class Site:
+    """A directory with an app, a run directory for the pid file, and the processes serving it."""
+
+    def __init__(self, tag: str, root: Path, spawn) -> None:
+        self.tag = tag
+        self.app_dir = root / "app"
+        self.app_dir.mkdir()
+        self.run_dir = root / "run"
+        self.run_dir.mkdir(mode=0o700)
+        self.pidfile = self.run_dir / "site.pid"
+        self.spawn = spawn
+        self.child: Child | None = None
+        self.url = ""
+        #: More environment for the processes started from now on.
+        self.env_extra: dict[str, str] = {}
+        self.write_app()
+
+    @property
+    def env(self) -> dict[str, str]:
+        # No bytecode: a rewritten app of the same size within the same second must not look unchanged.
+        return {TAG_ENV: self.tag, "PYTHONDONTWRITEBYTECODE": "1", **self.env_extra}
+
+    def write_app(self, version: str = "v1", extra: str = "") -> None:
+        """(Re)write site_app.py whole (rename), as a deploy would."""
+        temporary = self.app_dir / "site_app.py.tmp"
+        temporary.write_text(textwrap.dedent(APP % {"version": version, "extra": textwrap.dedent(extra)}))
+        os.replace(temporary, self.app_dir / "site_app.py")
+
+    def serve(self, *args: str, workers: int | None = 2, expect_banner: bool = True, app: str = "site_app:app") -> Child:
+        """Start ``wspbus serve --workers N`` on the app; wait for its banner (the supervisor STARTED)."""
+        count = ["--workers", str(workers)] if workers is not None else []
+        command = [*WSPBUS, "serve", *count, "--chdir", str(self.app_dir),
+                   "--pidfile", str(self.pidfile), "-b", "127.0.0.1:0", *map(str, args), app]
+        self.child = self.spawn(command, env=self.env, cwd=self.app_dir)
+        if expect_banner:
+            self.url = self.child.expect(r"^wspbus: serving (\S+)$").group(1)
+            self.child.expect(r"^wspbus: supervisor \d+")
+        return self.child
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run ``wspbus ARGS`` to its end (a control command, or a serve that fails)."""
+        env = {**os.environ, **self.env}
+        return subprocess.run([*WSPBUS, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                              env=env, cwd=self.app_dir)
+
+    def get(self, path: str = "/", timeout: float = 10.0) -> tuple[int, str]:
+        from wspbus.testing import get
+
+        status, body = get(self.url, path, timeout)
+        return status, body.decode()
+
+    def get_until(self, prefix: str, timeout: float = DEADLINE) -> str:
+        """GET / until the body starts with ``prefix`` (an old worker may answer while it stops)."""
+        deadline = time.monotonic() + timeout
+        while not (body := self.get()[1]).startswith(prefix):
+            assert time.monotonic() < deadline, "still %r, expected %r" % (body, prefix)
+            time.sleep(0.01)  # test side only
+        return body
+
+    def status(self) -> dict:
+        result = self.run("status", "--json", "--pidfile", self.pidfile)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def worker_pids(self, state: str = "serving") -> list[int]:
+        return [w["pid"] for w in self.status()["workers"] if w["state"] == state]
+
+    def wait_for_workers(self, count: int, excluding: set[int] = frozenset(), timeout: float = DEADLINE) -> list[int]:
+        """Wait (test side: asking the supervisor again and again) for ``count`` serving workers."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = [pid for pid in self.worker_pids() if pid not in excluding]
+            if len(pids) >= count:
+                return pids
+            if time.monotonic() > deadline:
+                raise AssertionError("%d serving workers expected, got %r" % (count, self.status()["workers"]))
+            time.sleep(0.02)
+
+
+def answered_by(site: Site, count: int, attempts: int = 200) -> set[int]:
+    """The worker pids that answered, asking on new connections until ``count`` distinct ones did."""
+    pids: set[int] = set()
+    for _ in range(attempts):
+        pids.add(int(site.get()[1].split()[1]))
+        if len(pids) >= count:
+            break
+    return pids
+
+
+class KeepAliveClient:
+    """GET / back to back on one keep-alive connection (a new one only when the server closes it).
+
+    A failure is any request that got no complete 200 response: a refused or reset connection, an
+    empty reply, an error status. ``gaps`` are the times between two consecutive answers.
+    """
+
+    def __init__(self, url: str, path: str = "/") -> None:
+        match = re.match(r"http://([^:/]+):(\d+)$", url)
+        assert match, url
+        self.host, self.port, self.path = match.group(1), int(match.group(2)), path
+        self.bodies: list[str] = []
+        self.failures: list[str] = []
+        self.longest_gap = 0.0
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="keep-alive client")
+
+    def __enter__(self) -> "KeepAliveClient":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(DEADLINE)
+
+    def _connect(self) -> http.client.HTTPConnection:
+        self.connections += 1
+        return http.client.HTTPConnection(self.host, self.port, timeout=10)
+
+    def _run(self) -> None:
+        connection = self._connect()
+        last = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                connection.request("GET", self.path)
+                response = connection.getresponse()
+                body = response.read().decode()
+                if response.status != 200:
+                    self.failures.append("status %d" % response.status)
+                if response.will_close:
+                    connection.close()
+                    connection = self._connect()
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+                connection.close()
+                connection = self._connect()
+                continue
+            now = time.monotonic()
+            self.longest_gap = max(self.longest_gap, now - last)
+            last = now
+            self.bodies.append(body)
+        connection.close()
+
+    def wait_for(self, wanted: str, timeout: float = DEADLINE) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(body.startswith(wanted) for body in self.bodies[-3:]):
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise AssertionError("never got %r; last %r, failures %r" % (wanted, self.bodies[-3:], self.failures[:3]))
+            time.sleep(0.01)  # test side only
+
+
+def kill_tagged(tag: str) -> list[int]:
+    """SIGKILL every process whose environment carries this tag, with its process group."""
+    pids = tagged_pids(tag)
+    for pid in pids:
+        try:
+            group = os.getpgid(pid)
+            if group != os.getpgrp():  # never the test runner's own group
+                os.killpg(group, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return pids
+
+
+def wait_gone(pids, timeout: float = DEADLINE) -> None:
+    """Wait until none of ``pids`` runs (test side: looks again every 20 ms until the deadline)."""
+    from serve_support import ended
+
+    deadline = time.monotonic() + timeout
+    while not all(ended(pid) for pid in pids):
+        assert time.monotonic() < deadline, "still running: %r" % [pid for pid in pids if not ended(pid)]
+        time.sleep(0.02)
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Processes whose environment carries ``TAG_ENV=tag``."""
+    wanted = ("%s=%s" % (TAG_ENV, tag)).encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as file:
+                if wanted in file.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            continue  # gone, or not ours to read
+    return found

@@ -1,0 +1,63 @@
+"""--worker-timeout: a worker that stops sending heartbeats (hung, holding the GIL) has its stacks logged and is replaced."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import threading
+import time
+
+from supervised import wait_gone
+
+
+def test_a_hung_worker_gets_its_stacks_dumped_and_is_replaced_within_the_timeout_plus_2_s(site):
+    child = site.serve("--worker-timeout", "2", workers=2)
+    threading.Thread(target=_ignore_errors, args=(site.get, "/spin", 30), daemon=True).start()
+    spinning, started = _wait_for_silence(child)
+    replaced = child.expect(r"worker (\d+) \(generation 1\) replaces the worker of slot", timeout=10)
+    took = time.monotonic() - started
+    output = "\n".join(child.lines)
+    assert re.search(r'File "%s", line \d+ in app' % re.escape(str(site.app_dir / "site_app.py")), output), output
+    assert "Thread 0x" in output or "Current thread 0x" in output  # every thread's stack
+    wait_gone([spinning])
+    assert int(replaced.group(1)) in site.worker_pids()
+    assert took < 2 + 2
+    print("hung worker: silent for the 2 s timeout, replaced %.2f s after the request began" % took)
+
+
+def _wait_for_silence(child):
+    match = child.expect(r"worker (\d+) \(generation 1\) sent no heartbeat for ([\d.]+) s", timeout=10)
+    return int(match.group(1)), time.monotonic() - float(match.group(2))
+
+
+def _ignore_errors(call, *args):
+    try:
+        call(*args)
+    except OSError:
+        pass  # the worker it hung was killed: no answer will come
+
+
+def test_an_asgi_worker_whose_event_loop_is_blocked_is_replaced_too(site):
+    (site.app_dir / "blocking_asgi.py").write_text(textwrap.dedent("""
+        import os
+        import time
+
+        async def app(scope, receive, send):
+            if scope["type"] != "http":
+                return
+            if scope["path"] == "/block":
+                time.sleep(60)  # a synchronous call in an async handler: the GIL is free, the loop is not
+            body = b"%d" % os.getpid()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+    """))
+    child = site.serve("--worker-timeout", "2", workers=1, app="blocking_asgi:app")
+    blocked = int(site.get()[1])  # a first request: the heartbeats now go through the loop
+    threading.Thread(target=_ignore_errors, args=(site.get, "/block", 30), daemon=True).start()
+    silent, _ = _wait_for_silence(child)
+    assert silent == blocked
+    child.expect(r"replaces the worker of slot 0", timeout=10)
+    assert re.search(r'File "%s", line \d+ in app' % re.escape(str(site.app_dir / "blocking_asgi.py")),
+                     "\n".join(child.lines))
+    wait_gone([blocked])
+    assert int(site.get()[1]) != blocked

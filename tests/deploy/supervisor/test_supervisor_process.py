@@ -1,0 +1,114 @@
+"""What a single process does keeps working with workers: daemon, privileges, autoreload, draining, systemd."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import textwrap
+
+from serve_support import WSPBUS, ended
+from supervised import KeepAliveClient, tagged_pids, wait_gone
+
+
+def test_daemon_mode_returns_once_the_workers_serve_and_is_controlled_by_its_pid_file(site):
+    log = site.run_dir / "error.log"
+    launcher = site.run("serve", "--workers", "2", "--daemon", "--chdir", site.app_dir, "--pidfile", site.pidfile,
+                        "--log-file", log, "-b", "127.0.0.1:0", "site_app:app")
+    assert launcher.returncode == 0, launcher.stderr
+    pid = int(site.pidfile.read_text())
+    record = site.status()
+    assert record["pid"] == pid and len(record["workers"]) == 2
+    site.url = record["binds"][0]
+    site.get_until("v1 ")
+    site.write_app(version="v2")
+    assert site.run("reload", "--pidfile", site.pidfile).returncode == 0
+    site.get_until("v2 ")
+    assert site.run("stop", "--pidfile", site.pidfile).returncode == 0
+    assert ended(pid) and not tagged_pids(site.tag)
+    text = log.read_text()
+    assert re.search(r"INFO Serving %s$" % re.escape(site.url), text, re.M)  # the banner, logged
+    assert re.search(r"INFO \[worker \d+\] Bus STARTED", text)
+
+
+def test_a_daemon_whose_workers_cannot_start_tells_its_launcher(site):
+    site.write_app(extra="raise RuntimeError('no database URL')")
+    launcher = site.run("serve", "--workers", "1", "--daemon", "--chdir", site.app_dir, "--pidfile", site.pidfile,
+                        "--log-file", site.run_dir / "error.log", "-b", "127.0.0.1:0", "site_app:app")
+    assert launcher.returncode == 78
+    assert "importing 'site_app' failed: RuntimeError: no database URL" in launcher.stderr
+    wait_gone(tagged_pids(site.tag))  # the daemon ends right after it told its launcher
+
+
+def test_workers_drop_privileges_after_importing_the_site_and_taking_their_sockets(site):
+    site.serve("--user", "nobody", "--group", "nogroup", "--umask", "027", workers=2)
+    assert site.get()[0] == 200
+    for pid in site.worker_pids():
+        with open("/proc/%d/status" % pid) as file:
+            status = file.read()
+        assert re.search(r"^Uid:\s+65534\s+65534\s+65534", status, re.M)
+        assert re.search(r"^Gid:\s+65534\s+65534\s+65534", status, re.M)
+        assert re.search(r"^Umask:\s+0027", status, re.M)
+
+
+def test_autoreload_reloads_the_workers_with_overlap(site):
+    child = site.serve("--reload", workers=2)
+    child.expect(r"^wspbus: autoreload is on")
+    with KeepAliveClient(site.url) as kept:
+        kept.wait_for("v1")
+        site.write_app(version="v2")
+        kept.wait_for("v2")
+        child.expect(r"Generation 2 serves")
+        site.write_app(version="v3", extra="import no_such_module_xyz")
+        child.expect(r"Reload failed: generation 3 could not start: .*no_such_module_xyz")
+        site.write_app(version="v4")  # the next good save reloads again
+        kept.wait_for("v4")
+        child.expect(r"Generation 4 serves")  # one generation per save, not one per worker that saw it
+    assert kept.failures == []
+
+
+def test_a_drain_makes_every_worker_answer_not_ready(site):
+    (site.app_dir / "site.toml").write_text(textwrap.dedent("""
+        [[app]]
+        target = "site_app:app"
+        [plugins.health]
+        [plugins.drain]
+        drain_delay = 3
+    """))
+    child = site.spawn([*WSPBUS, "serve", "--workers", "2", "--config",
+                        site.app_dir / "site.toml", "--pythonpath", site.app_dir, "-b", "127.0.0.1:0",
+                        "--pidfile", site.pidfile], env=site.env, cwd=site.app_dir)
+    site.child = child
+    site.url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    child.expect(r"^wspbus: supervisor")
+    assert site.get("/readyz")[0] == 200
+    child.send(signal.SIGTERM)
+    child.expect("draining")
+    for _ in range(20):  # on new connections: both workers answer
+        assert site.get("/readyz")[0] == 503
+        assert site.get("/")[0] == 200
+    assert child.wait() == 0
+
+
+def test_socket_activation_passes_the_activated_socket_to_every_worker(site):
+    (site.run_dir / "activate.py").write_text(textwrap.dedent("""
+        # A stand-in for systemd: bind, put the socket on descriptor 3, exec the service.
+        import os, socket, sys
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        print("activated port", listener.getsockname()[1], flush=True)
+        if listener.fileno() != 3:
+            os.dup2(listener.fileno(), 3)
+        os.set_inheritable(3, True)
+        os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="web")
+        os.execv(sys.executable, [sys.executable, "-m", "wspbus", *sys.argv[1:]])
+    """))
+    child = site.spawn([sys.executable, site.run_dir / "activate.py", "serve", "--workers", "2", "--chdir",
+                        site.app_dir, "-b", "systemd:web", "site_app:app"], env=site.env, cwd=site.app_dir)
+    site.child = child
+    port = int(child.expect(r"^activated port (\d+)").group(1))
+    site.url = child.expect(r"^wspbus: serving (\S+)$").group(1)
+    assert site.url == "http://127.0.0.1:%d" % port
+    assert len({site.get()[1].split()[1] for _ in range(40)}) == 2  # both workers serve the activated socket

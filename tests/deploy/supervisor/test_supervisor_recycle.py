@@ -1,0 +1,35 @@
+"""Recycling: a worker past --max-requests or --max-worker-memory is replaced, the new one ready first."""
+
+from __future__ import annotations
+
+import re
+
+from serve_support import SteadyClient
+from supervised import KeepAliveClient, wait_gone
+
+
+def test_max_requests_replaces_each_worker_after_its_share_with_no_failed_request(site):
+    child = site.serve("--max-requests", "50", "--max-requests-jitter", "10", workers=2)
+    first = set(site.worker_pids())
+    with KeepAliveClient(site.url) as kept, SteadyClient(site.url) as fresh:
+        renewed = [child.expect(r"worker (\d+) \(generation 1\) is replaced because it served (\d+) requests "
+                                r"\(--max-requests\); its replacement starts first", timeout=30) for _ in range(2)]
+        wait_gone([int(match.group(1)) for match in renewed])
+    served = [int(match.group(2)) for match in renewed]
+    assert {int(match.group(1)) for match in renewed} == first
+    assert all(50 <= count <= 60 for count in served), served
+    assert kept.failures == [] and fresh.failures == [], (kept.failures[:3], fresh.failures[:3])
+    assert not first & set(site.worker_pids())
+
+
+def test_max_worker_memory_replaces_a_worker_that_grew_past_it(site):
+    child = site.serve("--max-worker-memory", "60", workers=1)
+    leaky = site.worker_pids()[0]
+    assert site.get("/grow")[0] == 200
+    for _ in range(20):  # the worker looks at its size every 16 requests
+        site.get()
+    match = child.expect(r"worker %d \(generation 1\) is replaced because its resident size is (\d+) MB "
+                         r"\(--max-worker-memory 60\)" % leaky)
+    assert int(match.group(1)) > 60
+    wait_gone([leaky])
+    assert re.match(r"v1 \d+", site.get()[1]) and leaky not in site.worker_pids()
