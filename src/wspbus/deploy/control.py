@@ -1,7 +1,7 @@
 """Controlling a running site from outside: ``wspbus stop|reload|graceful|status --pidfile FILE``.
 
 The commands signal the pid in the site's pid file (stop = SIGTERM, reload = SIGHUP, graceful =
-SIGUSR1); a reload goes through the site's control socket when it has one, and waits for the outcome. ``status`` reads the small JSON file the site keeps next to its pid file
+SIGUSR1). ``status`` reads the small JSON file the site keeps next to its pid file
 (``site.pid`` -> ``site.status.json``, written by wspbus.plugins.status.StatusFile).
 """
 
@@ -23,8 +23,6 @@ __all__ = ["ControlError", "read_pid", "read_status", "send", "status_path", "st
 #: LSB status codes for ``wspbus status``: running, not running (no live process).
 RUNNING, NOT_RUNNING = 0, 3
 COMMAND_SIGNALS = {"stop": signal.SIGTERM, "reload": signal.SIGHUP, "graceful": signal.SIGUSR1}
-#: Seconds ``wspbus reload`` waits for the outcome: the new code checked, then started.
-RELOAD_TIMEOUT = 300.0
 
 
 class ControlError(Exception):
@@ -92,62 +90,14 @@ def _alive(pid: int) -> bool:
         return True  # no /proc here: existing is all we can tell
 
 
-def control_path(pidfile: str) -> str:
-    """The control socket beside ``pidfile``: run/site.pid -> run/site.control.sock."""
-    root, ext = os.path.splitext(os.path.abspath(pidfile))
-    return (root if ext == ".pid" else root + ext) + ".control.sock"
-
-
 def send(pidfile: str, command: str) -> int:
-    """Signal the site for ``command`` (stop, reload, graceful); returns its pid.
-
-    A reload of a site with a control socket (deploy.reload_socket) is asked for there instead,
-    and waits for the outcome: ControlError with the new code's error if it did not start.
-    """
-    if command == "reload" and _is_socket(control_path(pidfile)):
-        return reload(pidfile)
+    """Signal the site for ``command`` (stop, reload, graceful); returns its pid."""
     pid = read_pid(pidfile)
     try:
         os.kill(pid, COMMAND_SIGNALS[command])
     except PermissionError:
         raise ControlError("%s: not allowed to signal process %d (run as its user or root)" % (pidfile, pid)) from None
     return pid
-
-
-def _is_socket(path: str) -> bool:
-    import stat
-
-    try:
-        return stat.S_ISSOCK(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def reload(pidfile: str, timeout: float = RELOAD_TIMEOUT) -> int:
-    """Ask the site on its control socket to reload; return the pid serving the new code."""
-    pid = read_pid(pidfile)  # the pid file's lock says whether the site runs at all
-    path = control_path(pidfile)
-    import socket
-
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(b'{"command": "reload"}\n')
-            reply = sock.makefile("rb").readline()
-    except PermissionError:
-        raise ControlError("%s: not allowed to use the control socket of process %d (run as its user or root)"
-                           % (path, pid)) from None
-    except TimeoutError:
-        raise ControlError("%s: no answer from process %d within %g s" % (path, pid, timeout)) from None
-    except OSError as exc:
-        raise ControlError("%s: %s" % (path, exc.strerror or exc)) from None
-    if not reply:
-        raise ControlError("the site (pid %d) ended during the reload without answering (see its log)" % pid)
-    answer = json.loads(reply)
-    if not answer.get("ok"):
-        raise ControlError("reload failed, the running code keeps serving: %s" % answer.get("error"))
-    return int(answer.get("pid", pid))
 
 
 def stop(pidfile: str, timeout: float | None) -> int:

@@ -2,8 +2,10 @@
 
 A signal cannot carry an answer, so a site with a pid file also listens on a Unix socket beside
 it (``site.pid`` -> ``site.control.sock``, mode 0600), the same path and protocol as the
-supervisor's control socket: one line of JSON in, ``{"command": "reload"}``, one line out once
-the outcome is known, ``{"ok": true, "pid": N}`` or ``{"ok": false, "error": "..."}``.
+supervisor's control socket, so that the same client (supervisor.client, which ``wspbus reload``
+uses whenever the socket exists) serves both: one line of JSON in, ``{"command": "reload"}``,
+one line out once the outcome is known, ``{"ok": true, "pid": N, "pids": [N], "generation": G}``
+or ``{"ok": false, "error": "..."}``.
 
 The outcome of a reload is known in two places. If the new code fails its check (deploy.precheck)
 this process answers at once and keeps serving. If it passes, the process re-executes: the
@@ -27,10 +29,12 @@ from .._process import reexec
 from .._process.bus import Bus
 from ..plugins.base import SimplePlugin, priority, restart_requested
 from ..servers.backend import Waker
-from .control import control_path
+from .supervisor.control_socket import bind_control_socket, control_path
 
 __all__ = ["ReloadSocket"]
 
+#: How many processes this site has been (1, then one more per reload), passed across the exec.
+GENERATION_ENV = "WSPBUS_GENERATION"
 #: Names the descriptors carry across the exec.
 LISTENER_NAME = "wspbus control socket"
 REPLY_PREFIX = "wspbus reload reply "
@@ -67,7 +71,7 @@ class ReloadSocket(SimplePlugin):
             return
         self._replies = [socket.socket(fileno=fd) for fd in reexec.take_inherited_named(REPLY_PREFIX).values()]
         fd = reexec.take_inherited(LISTENER_NAME)
-        self._listener = socket.socket(fileno=fd) if fd is not None else self._bind()
+        self._listener = socket.socket(fileno=fd) if fd is not None else bind_control_socket(self.path)
         self._listener.set_inheritable(False)
         self._listener.setblocking(False)
         self._waker = Waker()
@@ -87,6 +91,7 @@ class ReloadSocket(SimplePlugin):
         if self._waker is not None:
             self._waker.close()
         if restart_requested(self.bus):
+            os.environ[GENERATION_ENV] = str(_generation() + 1)
             reexec.keep_across_exec(listener.fileno(), LISTENER_NAME)
             self._handed_over.append(listener)
             return
@@ -96,27 +101,13 @@ class ReloadSocket(SimplePlugin):
         except OSError:
             pass  # removed already, or not ours to remove (privileges dropped): a new start replaces it
 
-    def _bind(self) -> socket.socket:
-        try:
-            os.unlink(self.path)  # the pid file is ours: a socket file here is a dead instance's
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(self.path)
-            os.chmod(self.path, 0o600)
-            sock.listen()
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
     # -- answering ------------------------------------------------------------------------
 
     def _on_state(self, state: State) -> None:
         """In a re-executed process: answer the clients of the reload that led here."""
         if state is states.STARTED:
-            self._answer_handed_over({"ok": True, "pid": os.getpid()})
+            pid = os.getpid()
+            self._answer_handed_over({"ok": True, "pid": pid, "pids": [pid], "generation": _generation()})
         elif state is states.EXITING:
             self._answer_handed_over({"ok": False, "error": "the new code did not start; the site is "
                                       "exiting (see its log)"})
@@ -191,6 +182,11 @@ def _read_line(conn: socket.socket) -> bytes:
             break
         data += chunk
     return data.split(b"\n", 1)[0]
+
+
+def _generation() -> int:
+    text = os.environ.get(GENERATION_ENV, "1")
+    return int(text) if text.isdigit() else 1
 
 
 def _drain_request(conn: socket.socket) -> None:
