@@ -62,3 +62,41 @@ def test_connection_open_before_stop_gets_its_request_answered(bus):
     in_flight.join(10)
     assert reply.startswith(b"HTTP/1.1 200 OK") and b"hello /late" in reply
     assert answers == [(200, b"slow")]
+
+
+def test_pipelined_requests_and_a_head_split_across_sends_are_answered(bus):
+    """The head gate hands cheroot what it read: a second request already sent behind the first
+    (cheroot's reader holds it) and a head that arrives in pieces are both answered."""
+    plugin = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="cheroot")
+    plugin.subscribe()
+    bus.start()
+    with socket.create_connection(plugin.address, timeout=5) as sock:
+        sock.sendall(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHost: x\r\n\r\nGET /thr")
+        time.sleep(0.1)  # the third head, in pieces
+        sock.sendall(b"ee HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.1)
+        sock.sendall(b"Connection: close\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    assert reply.count(b"HTTP/1.1 200 OK") == 3
+    assert [b"/one", b"/two", b"/three"] == [line.split()[1] for line in reply.split(b"\r\n") if line.startswith(b"hello")]
+
+
+def test_an_idle_kept_alive_connection_is_closed_at_a_stop_without_waiting(bus):
+    """The head gate gives workers, at a stop, only the connections that have not had a request
+    yet; one idle between requests is closed at once, as cheroot alone closes it."""
+    plugin = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="cheroot")
+    plugin.subscribe()
+    bus.start()
+    conn = http.client.HTTPConnection(*plugin.address, timeout=5)
+    try:
+        conn.request("GET", "/one")
+        response = conn.getresponse()
+        assert response.read().startswith(b"hello /one") and not response.will_close
+        began = time.monotonic()
+        bus.stop()
+        assert time.monotonic() - began < 1.0  # not the graceful timeout (5 s) a worker would wait
+        assert conn.sock.recv(100) == b""
+    finally:
+        conn.close()

@@ -119,13 +119,16 @@ def _wait_refused(address, deadline):
 @pytest.mark.parametrize("server", ALL)
 def test_stop_of_an_idle_server_is_prompt(bus, server):
     plugin = serve(bus, server, "127.0.0.1:0")
-    bus.start()
-    assert get(plugin.address)[0] == 200
-    began = time.monotonic()
-    bus.stop()
-    took = time.monotonic() - began
-    # cheroot alone would wait for its select() timeout (0.5 s), uvicorn for its tick (0.1 s).
-    assert took < 0.09, "stopping an idle %s took %.3f s" % (server, took)
+    times = []
+    for _ in range(3):  # the fastest of three: a loaded machine may stall one stop, never all three
+        bus.start()
+        assert get(plugin.address)[0] == 200
+        began = time.monotonic()
+        bus.stop()
+        times.append(time.monotonic() - began)
+    # cheroot alone would wait for its select() timeout (0.5 s), uvicorn for its tick (0.1 s):
+    # a stop woken by a tick can never be faster than the tick, however quiet the machine.
+    assert min(times) < 0.09, "stopping an idle %s took %s s" % (server, ", ".join("%.3f" % t for t in times))
 
 
 def test_port_in_use_fails_start_with_one_line(bus):

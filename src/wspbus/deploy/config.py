@@ -3,10 +3,13 @@
 Every value is checked where it is read, so a mistake is reported as one line naming the file,
 the key and what was expected (``ConfigError``; the command exits 78, ``exits.EX_CONFIG``). Relative paths
 in a file are relative to the file's directory; on the command line, to the current directory.
+Past 400 lines because every key's converter and table sit together: one place says what each
+key accepts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..servers.protocols import protocols_of
+from ..servers.request_head import HeadLimits
 from ..servers.sockets.activation import passed_binds
 from ..servers.sockets.binds import Bind
 
@@ -72,6 +76,13 @@ def _seconds(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise _Expected("a number of seconds (inf for no limit)")
     return None if math.isinf(value) else float(value)
+
+
+def _timeout(value: Any) -> float:
+    seconds = _seconds(value) if not isinstance(value, str) or value != "inf" else None
+    if not seconds:
+        raise _Expected("a number of seconds above 0")
+    return seconds
 
 
 def _positive_int(value: Any) -> int:
@@ -179,6 +190,15 @@ class ServerConfig:
     binds: list[str] = field(default_factory=list)  # none named: default_binds()
     server: str = "auto"
     threads: int | None = None
+    # What a request head may hold and how long it may take to arrive (servers/request_head.py).
+    max_request_line: int = HeadLimits.max_request_line
+    max_header_field: int = HeadLimits.max_header_field
+    max_headers: int = HeadLimits.max_headers
+    head_timeout: float = HeadLimits.head_timeout
+
+    @property
+    def limits(self) -> HeadLimits:
+        return HeadLimits(self.max_request_line, self.max_header_field, self.max_headers, self.head_timeout)
 
 
 @dataclass
@@ -269,7 +289,10 @@ def _site_fields(base: str) -> Fields:
     }
 
 
-SERVER_FIELDS: Fields = {"bind": ("binds", _bind), "server": ("server", _server_name), "threads": ("threads", _positive_int)}
+SERVER_FIELDS: Fields = {"bind": ("binds", _bind), "server": ("server", _server_name), "threads": ("threads", _positive_int),
+                         "max_request_line": ("max_request_line", _positive_int),
+                         "max_header_field": ("max_header_field", _positive_int),
+                         "max_headers": ("max_headers", _positive_int), "head_timeout": ("head_timeout", _timeout)}
 APP_FIELDS: Fields = {"target": ("target", _text), "mount": ("mount", _text), "protocol": ("protocol", _protocol)}
 TOP_LEVEL = ("site", "server", "app", "plugins", "plugin")
 
@@ -398,7 +421,8 @@ def command_line_servers(binds: list[str] | None, server: str | None, threads: i
     if binds is None and server is None and threads is None:
         return
     base = config.servers[0] if config.servers else ServerConfig()
-    merged = ServerConfig(
+    merged = dataclasses.replace(
+        base,
         binds=convert("", "--bind", _bind, binds) if binds else base.binds,
         server=convert("", "--server", _server_name, server) if server else base.server,
         threads=convert("", "--threads", _positive_int, threads) if threads is not None else base.threads,

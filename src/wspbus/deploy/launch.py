@@ -251,7 +251,7 @@ def build_servers(bus: Bus, site: Site, config: SiteConfig, health: Any = None) 
             try:
                 server = HTTPServer(bus, app, Bind.parse(bind), server=server_config.server,
                                     protocol=protocol, access_log=bool(config.access_log),
-                                    threads=server_config.threads)
+                                    threads=server_config.threads, limits=server_config.limits)
             except ValueError as exc:
                 raise ConfigError("%s server: %s" % (where, exc)) from None
             result.append(server)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .reporting import no_log
+from .request_head import HeadLimits
 
 __all__ = ["ServeOptions", "SharedLoop", "Waker"]
 
@@ -53,6 +54,8 @@ class ServeOptions:
     #: for all of them (HTTPServer: one per bus and app, so the binds of a site share both).
     #: None: a loop of the server's own.
     shared_loop: SharedLoop | None = None
+    #: What a request head may hold and how long it may take (servers/request_head.py).
+    limits: HeadLimits = field(default_factory=HeadLimits)
 
 
 class Waker:

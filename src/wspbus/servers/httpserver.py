@@ -22,6 +22,7 @@ from .adapter import ServerAdapter
 from .backend import ServeOptions, SharedLoop
 from .bridge import adapted
 from .inflight import InFlight
+from .request_head import HeadLimits
 from .protocols import PROTOCOLS, choose_server, detect_protocol, module_of, spoken_by
 from .sockets.activation import PASSED
 from .sockets.addresses import address_of, bracketed
@@ -37,7 +38,7 @@ class HTTPServer(ServerAdapter):
     """Serve ``app`` on ``bind`` from 'start' to 'stop'; after start, ``address`` is where it listens."""
 
     def __init__(self, bus: Any, app: Any, bind: Bind | str, *, server: str = "auto", protocol: str = "wsgi",
-                 access_log: bool = True, threads: int | None = None) -> None:
+                 access_log: bool = True, threads: int | None = None, limits: HeadLimits | None = None) -> None:
         self.bind = bind if isinstance(bind, Bind) else Bind.parse(bind)
         if protocol == "auto":
             protocol = detect_protocol(app)
@@ -50,6 +51,8 @@ class HTTPServer(ServerAdapter):
         self.app = app
         self.access_log = access_log
         self.threads = threads
+        #: What a request head may hold and how long it may take to arrive (servers/request_head.py).
+        self.limits = limits or HeadLimits()
         #: Where the server listens once started: (host, port) for TCP, the path for a Unix socket.
         self.address: tuple[str, int] | str | None = None
         self._bridge = adapted(app, protocol, spoken_by(self.server), threads)
@@ -93,7 +96,8 @@ class HTTPServer(ServerAdapter):
             self._listener = self._acquire_listener()
         self.address = address_of(self._listener)
         options = ServeOptions(threads=self.threads, graceful_timeout=getattr(self.bus, "graceful_timeout", None),
-                               log=self.bus.log, name="wspbus %s" % self.bind, shared_loop=self._loop())
+                               log=self.bus.log, name="wspbus %s" % self.bind, shared_loop=self._loop(),
+                               limits=self.limits)
         module = importlib.import_module("." + module_of(self.server), __package__)
         copy = self._listener.dup()
         try:

@@ -14,6 +14,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from .backend import ServeOptions, Waker
+from .request_head import inspect_parsed_head
 
 __all__ = ["create"]
 
@@ -27,6 +28,21 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> "StdlibS
 
 class _RequestHandler(WSGIRequestHandler):
     server: StdlibServer
+
+    def parse_request(self) -> bool:
+        """http.server's parse, then the head limits and framing rules every server keeps."""
+        if not super().parse_request():
+            return False
+        if self.headers.defects:  # a line the parser could not read as a field: dropped, with what follows
+            self.send_error(400, "Malformed header field.")
+            return False
+        fields = [("%s: %s" % field).encode("latin-1", "replace") for field in self.headers.items()]
+        refusal = inspect_parsed_head(len(self.requestline), fields, self.server.options.limits)
+        if refusal is not None:
+            self.send_error(int(refusal.status[:3]), refusal.explanation)  # and the connection closes
+            return False
+        return True
+
     def log_message(self, format: str, *args: Any) -> None:
         pass  # requests are logged by wspbus.access; errors reach handle_error
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import socket
 import threading
 from asyncio import selector_events
@@ -24,6 +25,7 @@ from .backend import ServeOptions, SharedLoop
 from .sockets.binds import BACKLOG
 from .lifespan import Lifespan
 from .loop import LoopThread
+from .request_head import asgi_head_guard
 
 __all__ = ["create"]
 
@@ -104,11 +106,12 @@ class UvicornServer:
                                 timeout_graceful_shutdown=self._options.graceful_timeout)  # type: ignore[arg-type]
         shared = _join(self._loop_share, self._app, self._options, config.get_loop_factory())
         try:
-            config.app = shared.lifespan.with_state(self._app)
+            config.app = asgi_head_guard(shared.lifespan.with_state(self._app), self._options.limits)
             config.load()
             self._server = uvicorn.Server(config)
             self._server.lifespan = config.lifespan_class(config)  # uvicorn's no-op: ours runs instead
             self._stop_requested = asyncio.Event()
+            self._listener = OneAcceptFailurePerTurn.taking(self._listener)
             shared.thread.run(self._server.startup(sockets=[self._listener]))
         except BaseException:
             self._listener.close()
@@ -164,6 +167,39 @@ class UvicornServer:
             await self._server.shutdown(sockets=[self._listener])
         else:
             self._listener.close()
+
+
+class OneAcceptFailurePerTurn(socket.socket):
+    """A listening socket that, once accept() failed for want of descriptors or memory, says
+    'nothing to accept' for the rest of that turn of the event loop.
+
+    CPython's selector loop (3.11, python/cpython#151615) goes on calling accept() after such a
+    failure, up to the listen backlog per wake-up, and for each one logs a traceback and schedules
+    a retry; each retry wakes it to do the same again (on a closed socket after a stop). Here the
+    first failure ends the loop's accept batch: one log record and one retry a second.
+    """
+
+    _failed = False
+    RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+
+    @classmethod
+    def taking(cls, listener: socket.socket) -> "OneAcceptFailurePerTurn":
+        """This socket class on ``listener``'s descriptor (``listener`` is detached)."""
+        return cls(listener.family, listener.type, listener.proto, fileno=listener.detach())
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self._failed:
+            raise BlockingIOError(errno.EAGAIN, "accept() failed already in this turn of the loop")
+        try:
+            return super().accept()
+        except OSError as exc:
+            if exc.errno in self.RESOURCE_ERRORS:
+                self._failed = True
+                asyncio.get_running_loop().call_soon(self._next_turn)
+            raise
+
+    def _next_turn(self) -> None:
+        self._failed = False
 
 
 def _stop_accepting(servers: list[asyncio.Server]) -> None:

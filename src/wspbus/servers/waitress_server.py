@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import Any
 
 from .backend import ServeOptions
+from .request_head import INCOMPLETE, HeadLimits, Refusal, inspect_head
 from .sockets.binds import BACKLOG
 
 __all__ = ["create"]
 
 DEFAULT_THREADS = 4
+#: Connections waitress keeps open at once (its own default, 100, is what a slowloris of 100 takes).
+#: It polls them (poll(), not select(), which fails past descriptor 1023); idle ones cost no thread.
+CONNECTION_LIMIT = 1000
 
 
 def create(app: Any, listener: socket.socket, options: ServeOptions) -> "WaitressServer":
@@ -46,9 +51,16 @@ class WaitressServer:
     def prepare(self) -> None:
         from waitress.server import create_server  # type: ignore[import-untyped]  # waitress ships no types
 
+        limits = self._options.limits
         self._server = create_server(self._run_app, map=self._map, sockets=[self._listener],
-                                     threads=self._options.threads or DEFAULT_THREADS, backlog=BACKLOG)
+                                     threads=self._options.threads or DEFAULT_THREADS, backlog=BACKLOG,
+                                     # a slowloris: idle connections end after head_timeout, and
+                                     # waitress's 100 connections are not all an attacker needs
+                                     connection_limit=CONNECTION_LIMIT, asyncore_use_poll=True,
+                                     channel_timeout=limits.head_timeout,
+                                     cleanup_interval=max(1, min(30, int(limits.head_timeout / 2))))
         self._server.channel_class = _draining_channel_class(self)
+        self._server.channel_class.parser_class = _checked_parser_class(self._options.limits)
 
     def _run_app(self, environ: Any, start_response: Any) -> Any:
         self._request.active = True
@@ -157,3 +169,35 @@ def _draining_channel_class(owner: WaitressServer) -> type:
             owner.channel_closed()
 
     return DrainingChannel
+
+
+def _checked_parser_class(limits: HeadLimits) -> type:
+    """waitress's request parser, refusing a head past ``limits`` or with ambiguous framing
+    (request_head.inspect_head) as waitress refuses one past its own size limit, and a head that
+    trickles in for longer than ``limits.head_timeout`` (408; waitress's channel_timeout only
+    ends connections that send nothing)."""
+    from waitress.parser import HTTPRequestParser  # type: ignore[import-untyped]
+    from waitress.utilities import BadRequest  # type: ignore[import-untyped]
+
+    class CheckedParser(HTTPRequestParser):  # type: ignore[misc]  # an untyped base
+        completed: bool  # waitress's, declared for mypy (annotations only: no class attributes)
+        header_plus: bytes
+
+        head_started: float | None = None
+
+        def received(self, data: bytes) -> int:
+            if self.body_rcv is None and not self.completed:  # still reading the head
+                now = time.monotonic()
+                self.head_started = self.head_started or now
+                verdict = inspect_head(self.header_plus + data, limits)
+                if verdict == INCOMPLETE and now - self.head_started > limits.head_timeout:
+                    verdict = Refusal("408 Request Timeout", "The request head took too long.")
+                if isinstance(verdict, Refusal):
+                    self.parse_header(b"GET / HTTP/1.0\r\n")  # what waitress does before its own refusal
+                    self.error = BadRequest(verdict.explanation)
+                    self.error.code, self.error.reason = int(verdict.status[:3]), verdict.status[4:]
+                    self.completed = True
+                    return len(data)
+            return int(super().received(data))
+
+    return CheckedParser
