@@ -203,9 +203,11 @@ def test_a_thread_that_never_ends_cannot_hang_the_exit(spawn, kind):
         print('block returned', flush=True)
     """, kind)
     child.expect("^block returned$")
+    # One bound for the whole end (issue #11): the joins get what is left of the 0.3 s, the
+    # interpreter's exit that plus the margin, not 0.3 s each.
     if kind == "thread":
-        child.expect(r"^LOG Threads still running after 0.3 s, not waited for: .*stuck-worker")
-    child.expect(r"^LOG Exit still waiting after 0.3 s on threads: .*stuck")
+        child.expect(r"^LOG Threads still running after 0\.[0-3]\d* s, not waited for: .*stuck-worker")
+    child.expect(r"^LOG Exit still waiting after 0\.[2-5]\d* s on threads: .*stuck")
     assert child.wait() == 0
 
 
@@ -245,7 +247,8 @@ def test_a_main_thread_hung_in_a_stop_listener_still_ends_the_process(spawn):
     """)
     child.expect(r"^LOG Listener .*drain_forever on channel 'stop' did not return within 0.3 s.*'MainThread'")
     child.expect("^exit ran on wspbus stop watchdog$")
-    child.expect(r"^LOG The main thread is still in a listener 0.3 s after the exit; ending the process")
+    # One bound for the whole end (issue #11): what is left of the 0.3 s plus the 0.25 s margin.
+    child.expect(r"^LOG The main thread is still in a listener 0\.[2-5]\d* s after the exit; ending the process")
     assert child.wait() == 0
     assert "exit returned" not in child.output()
 

@@ -155,13 +155,27 @@ def test_several_servers_on_several_binds_in_one_bus(bus, tmp_path):
     assert len({str(plugin.address) for plugin in plugins}) == 4
 
 
-def test_graceful_restarts_the_server_on_the_same_socket(bus):
-    plugin = serve(bus, "cheroot", "127.0.0.1:0")
+@pytest.mark.parametrize("server", ["cheroot", "waitress", "uvicorn"])
+def test_graceful_keeps_serving_and_answers_an_idle_keep_alive_connection(bus, server):
+    """Issue #11 item 10: 'graceful' (SIGUSR1, log reopening) must not restart the server; on
+    main it did, and the next request on an idle keep-alive connection got EOF."""
+    import http.client
+
+    plugin = serve(bus, server, "127.0.0.1:0")
     bus.start()
     address = plugin.address
-    bus.graceful()
-    assert plugin.address == address
-    assert get(address)[0] == 200
+    connection = http.client.HTTPConnection(*address, timeout=10)
+    try:
+        connection.request("GET", "/before")
+        response = connection.getresponse()
+        assert response.status == 200 and response.read().startswith(b"hello /before")
+        bus.graceful()
+        assert plugin.address == address and plugin.running
+        connection.request("GET", "/after")  # on the same, idle, keep-alive connection
+        response = connection.getresponse()
+        assert response.status == 200 and response.read().startswith(b"hello /after")
+    finally:
+        connection.close()
 
 
 def test_graceful_after_stop_does_not_serve_again(bus):

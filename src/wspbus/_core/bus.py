@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from .channels import BUILTIN_CHANNELS, DEFAULT_PRIORITY, Channels, ListenersView
@@ -46,6 +47,10 @@ _CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 #: gunicorn's default graceful timeout, and what Kubernetes' default grace period leaves room for.
 DEFAULT_GRACEFUL_TIMEOUT = 30.0
 
+#: What the interpreter's own exit may take past what is left of ``graceful_timeout`` (flushing,
+#: atexit): the end of a process is bounded by graceful_timeout + this, whatever is in flight.
+EXIT_MARGIN = 0.25
+
 
 class Bus:
     """Process state machine and messenger for HTTP site deployment.
@@ -67,6 +72,7 @@ class Bus:
         self._state = states.STOPPED
         self._exit_begun = False
         self._exit_done = False
+        self._exit_deadline: float | None = None  # graceful_timeout from the exit's beginning
         self._state_watchers = StateWatchers()
         #: The asyncio loop coroutine listeners run on (set by wspbus.aio.run_bus or by hand).
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -233,6 +239,7 @@ class Bus:
             raise
         with self._lock:
             if self._exit_begun:  # an exit (a SIGTERM, say) came during the start: it stands
+                self.log("Bus start abandoned: an exit was asked for while STARTING")
                 return
             self.state = states.STARTED
         self.log("Bus STARTED")
@@ -246,12 +253,22 @@ class Bus:
         if self._begin_exit():
             self._run_exit()
 
+    def time_left(self) -> float | None:
+        """Seconds left of the exit's bound (``graceful_timeout`` from the moment exit began),
+        so that every phase of the end shares one bound; ``graceful_timeout`` before an exit."""
+        deadline = self._exit_deadline
+        if deadline is None or not self._exit_begun:
+            return self.graceful_timeout
+        return max(0.0, deadline - time.monotonic())
+
     def _begin_exit(self, *, execv: bool = False) -> bool:
         """Claim the exit (for a restart if ``execv``); False if another call already did."""
         with self._lock:
             if self._exit_begun:
                 return False
             self._exit_begun = True
+            if self.graceful_timeout is not None:
+                self._exit_deadline = time.monotonic() + self.graceful_timeout
             if execv:
                 self.execv = True
             return True
@@ -347,12 +364,12 @@ class Bus:
             raise
         self._wait_exit_done()
         self.log("Waiting for child threads to terminate...")
-        timeout = self.graceful_timeout
-        join_threads(timeout, self.log)
+        join_threads(self.time_left(), self.log)  # what the exit's bound leaves, not a bound of its own
+        timeout = self.time_left()
         if self.execv:
             self._reexecute()
         elif timeout is not None:
-            self._bound_interpreter_exit(timeout)
+            self._bound_interpreter_exit(timeout + EXIT_MARGIN)
 
     def _reexecute(self) -> None:
         """Replace the process with a new run of the same program, after restart().

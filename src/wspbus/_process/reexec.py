@@ -29,6 +29,56 @@ except OSError:  # the directory was deleted under us
 
 #: Environment variable naming the descriptors handed to the re-executed process.
 FDS_ENV = "WSPBUS_INHERITED_FDS"
+#: Environment variable naming the signals blocked across the re-exec (see SignalHold).
+HELD_SIGNALS_ENV = "WSPBUS_HELD_SIGNALS"
+
+
+class SignalHold:
+    """The signals this process handles are blocked across the re-exec, not left to chance.
+
+    A re-executed interpreter starts with the default disposition for every signal it handled
+    (exec resets them), so a SIGHUP or SIGTERM that arrives before the new process has installed
+    its handlers would kill it (status -1, -15). The signal mask, and signals pending against
+    it, survive exec: the old process blocks every signal it handles in Python just before the
+    exec and names them in the environment; the new one unblocks them as its bus starts (the
+    site's handlers are installed by then), and a signal sent meanwhile is delivered then. Standard signals do not queue: a burst of SIGHUPs is one reload.
+    """
+
+    def hold(self) -> list[int]:
+        """Block every signal with a Python handler; name them for the next process."""
+        import signal
+
+        handled = [signum for signum in signal.valid_signals() if callable(_handler_of(signum))]
+        if handled:
+            signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+            os.environ[HELD_SIGNALS_ENV] = ",".join(str(int(signum)) for signum in handled)
+        return [int(signum) for signum in handled]
+
+    def release(self) -> None:
+        """Unblock the signals a previous incarnation held across the exec (once; on this thread)."""
+        raw = os.environ.pop(HELD_SIGNALS_ENV, "")
+        held = [int(part) for part in raw.split(",") if part.strip().isdigit()]
+        if held:
+            import signal
+
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+    def cancel(self, held: list[int]) -> None:
+        """Undo hold() in a process that is not re-executed after all."""
+        os.environ.pop(HELD_SIGNALS_ENV, None)
+        if held:
+            import signal
+
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+
+
+def _handler_of(signum: int) -> object:
+    import signal
+
+    try:
+        return signal.getsignal(signum)
+    except (OSError, ValueError):  # a number this interpreter does not handle (SIGKILL's kin)
+        return None
 
 
 class Handover:
@@ -56,6 +106,13 @@ class Handover:
         if self._inherited is None:
             self._inherited = _read_inherited_env()
         return self._inherited.pop(name, None)
+
+    def take_named(self, prefix: str) -> dict[str, int]:
+        """Every descriptor a previous incarnation passed under a name starting with ``prefix``, once."""
+        if self._inherited is None:
+            self._inherited = _read_inherited_env()
+        names = [name for name in self._inherited if name.startswith(prefix)]
+        return {name: self._inherited.pop(name) for name in names}
 
     def replace_process(self, args: list[str]) -> None:
         """Replace this process with ``args``, passing on the kept descriptors (and the import
@@ -206,8 +263,9 @@ def _end_hung_exit(timeout: float, log: Log, status: Callable[[], int]) -> None:
         end_process(status())
 
 
-#: This process's hand-over and exit watchdog, made once; the functions below use them.
+#: This process's hand-over, signal hold and exit watchdog, made once; the functions below use them.
 HANDOVER = Handover()
+SIGNAL_HOLD = SignalHold()
 EXIT_WATCHDOG = ExitWatchdog()
 
 
@@ -226,9 +284,29 @@ def take_inherited(name: str) -> int | None:
     return HANDOVER.take(name)
 
 
+def take_inherited_named(prefix: str) -> dict[str, int]:
+    """Every descriptor a previous incarnation passed under a name starting with ``prefix``, once."""
+    return HANDOVER.take_named(prefix)
+
+
 def reexec(args: list[str]) -> None:
     """Replace this process with ``args``, passing on the descriptors kept with keep_across_exec()."""
     HANDOVER.replace_process(args)
+
+
+def hold_signals() -> list[int]:
+    """Block the signals this process handles, for the re-exec (SignalHold); which ones."""
+    return SIGNAL_HOLD.hold()
+
+
+def cancel_signal_hold(held: list[int]) -> None:
+    """Unblock what hold_signals() blocked: the process is not re-executed after all."""
+    SIGNAL_HOLD.cancel(held)
+
+
+def release_held_signals() -> None:
+    """In a re-executed process whose bus starts: take the signals held across the exec."""
+    SIGNAL_HOLD.release()
 
 
 def bound_interpreter_exit(timeout: float, log: Log, status: Callable[[], int]) -> None:

@@ -16,13 +16,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .._core.bus import Bus, StartupError
+from .._core.bus import Bus, StartupError, states
+from .._process.bus import Bus as ProcessBus
 from ..plugins.pidfile import check_location
 from ..plugins.status import StatusFile
 from ..servers.httpserver import HTTPServer
 from ..servers.protocols import protocols_of
 from ..servers.sockets.binds import Bind
 from . import config as _config
+from . import precheck
+from .reload_socket import ReloadSocket
 from .config import ConfigError, PluginConfig, ServerConfig, SiteConfig
 from .exits import EX_CONFIG, EX_INTERRUPTED, EX_OK, EX_UNAVAILABLE
 from .paste import load_site as load_paste_site
@@ -345,7 +348,12 @@ def start_failure(reasons: list[BaseException]) -> str:
 
 
 def announce(deployment: Deployment, out: TextIO | None = None) -> None:
-    """Print where the site serves and what is mounted (a daemon logs it: its stdout is gone)."""
+    """Print where the site serves and what is mounted (a daemon logs it: its stdout is gone).
+
+    Nothing if the bus is not STARTED: an exit asked for while it was starting abandoned the start.
+    """
+    if deployment.bus.state is not states.STARTED:
+        return
     out = out or sys.stdout
     for line in deployment.banner():
         print("wspbus: " + line, file=out)
@@ -358,6 +366,8 @@ def launch(config: SiteConfig, bus: Bus | None = None, site: Site | None = None)
     """Deploy, start and block until the site exits; the process's exit status."""
     bus = process_bus(bus)
     try:
+        if site is None and precheck.check_requested():
+            return check_site(config)
         deployment = deploy(bus, config, site)
     except ConfigError as exc:
         print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
@@ -365,11 +375,22 @@ def launch(config: SiteConfig, bus: Bus | None = None, site: Site | None = None)
     except KeyboardInterrupt:  # Ctrl-C while a slow app imports: nothing runs yet, nothing to tell but that
         print("wspbus: interrupted while loading the site", file=sys.stderr, flush=True)
         return EX_INTERRUPTED
+    if site is None and isinstance(bus, ProcessBus):
+        bus.restart_check = precheck.check_new_code  # a reload into code that fails is refused
+        if config.pidfile:
+            ReloadSocket(bus, config.pidfile).subscribe()  # `wspbus reload` learns the outcome
     status = start(deployment)
     if status != EX_OK:
         return status
     bus.block()
     return bus.exit_code
+
+
+def check_site(config: SiteConfig) -> int:
+    """In the child a reload runs first (deploy.precheck): import what the site imports, start nothing."""
+    prepare_process(config)
+    build_site(config)
+    return EX_OK
 
 
 def quickstart(app: Callable[..., Any] | Mapping[str, Callable[..., Any]], bind: str = "127.0.0.1:8080", *,

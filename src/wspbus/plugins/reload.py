@@ -210,6 +210,8 @@ class Autoreloader(SimplePlugin):
         if self.bus.state is not states.STARTED:
             return
         ignore_listener_failures(self.bus.restart)
+        if self.bus.state is states.STARTED:  # refused (the new code failed its check): still here
+            self._restarting = False  # the next save tries again
 
 
 def _inotify_backend() -> type[FileWatcher]:

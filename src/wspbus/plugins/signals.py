@@ -16,11 +16,13 @@ SIGUSR1   ``bus.graceful``
 Change ``handlers`` before ``subscribe()`` to change an action (a draining SIGTERM, say).
 
 A SIGINT or SIGTERM that arrives while the process is already shutting down (an earlier
-SIGINT/SIGTERM was received, or the bus is STOPPING or EXITING) ends the process at once:
+SIGINT/SIGTERM was received, or the bus is STOPPING or EXITING other than for a restart) ends
+the process at once:
 the line is logged, stdout and stderr are flushed and ``os._exit(128 + signum)`` runs (130 for
 SIGINT, 143 for SIGTERM, the shell's convention for "killed by this signal"). That is the
-second Ctrl-C that gets you out of a hung shutdown; it also keeps a SIGTERM sent during a
-restart from being lost to the re-executed process.
+second Ctrl-C that gets you out of a hung shutdown. A first SIGINT or SIGTERM during a
+restart (a reload) cancels the re-exec: the process ends with status 0. Signals arriving
+during the re-exec itself wait, blocked, until the new process has started (reexec.SignalHold).
 
 Only the seed bus API is used (subscribe, unsubscribe, publish, log, state, states, exit,
 restart, graceful), so the SignalHandler also works on CherryPy's bus.
@@ -37,7 +39,7 @@ from typing import Any
 
 from .._core.bus import Bus
 from ._signal_worker import TERMINATING, SignalWorker, Termination
-from .base import ignore_listener_failures
+from .base import cancel_restart, ignore_listener_failures, restart_requested
 
 __all__ = ["SignalHandler"]
 
@@ -126,12 +128,15 @@ class SignalHandler:
         published on a thread of its own."""
         if signum in TERMINATING:
             self._termination.claim(signum)
+            cancel_restart(self.bus)  # told to end: a restart under way must not bring it back
         name = self.signals.get(signum, "signal %d" % signum)
         threading.Thread(target=self._act, args=(name,), name="wspbus %s" % name, daemon=True).start()
 
     def _bus_is_shutting_down(self) -> bool:
+        """STOPPING or EXITING, and not for a restart: a first SIGTERM during a reload is an
+        exit (it cancels the re-exec and the process ends 0), not a second signal."""
         states = self.bus.states
-        return self.bus.state in (states.STOPPING, states.EXITING)
+        return self.bus.state in (states.STOPPING, states.EXITING) and not restart_requested(self.bus)
 
     def _act(self, name: str) -> None:
         self.bus.log("Caught signal %s." % name)

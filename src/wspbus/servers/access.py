@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from .protocols import ASGIApp, Environ, Message, Receive, Scope, Send, StartResponse, WSGIApp
+from .protocols import ASGIApp, Environ, Message, Receive, Scope, Send, StartResponse, WSGIApp, close_body
 
 __all__ = ["LOGGER_NAME", "asgi_access_log", "combined_line", "wsgi_access_log"]
 
@@ -118,9 +118,7 @@ class _LoggedBody:
 
     def close(self) -> None:
         try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
+            close_body(self._body)
         finally:
             self._exchange.finish()
 

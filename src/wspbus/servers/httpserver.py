@@ -21,6 +21,7 @@ from .access import asgi_access_log, wsgi_access_log
 from .adapter import ServerAdapter
 from .backend import ServeOptions, SharedLoop
 from .bridge import adapted
+from .inflight import InFlight
 from .request_head import HeadLimits
 from .protocols import PROTOCOLS, choose_server, detect_protocol, module_of, spoken_by
 from .sockets.activation import PASSED
@@ -28,6 +29,9 @@ from .sockets.addresses import address_of, bracketed
 from .sockets.binds import Bind, close_listener, open_listener, unix_file_identity
 
 __all__ = ["HTTPServer"]
+
+#: Seconds an ASGI request cut off at the end of a stop has to send its 503 (part of the stop's margin).
+CUT_OFF_GRACE = 0.2
 
 
 class HTTPServer(ServerAdapter):
@@ -52,7 +56,10 @@ class HTTPServer(ServerAdapter):
         #: Where the server listens once started: (host, port) for TCP, the path for a Unix socket.
         self.address: tuple[str, int] | str | None = None
         self._bridge = adapted(app, protocol, spoken_by(self.server), threads)
-        self._served_app = _with_access_log(self._bridge or app, spoken_by(self.server), access_log)
+        #: The requests running, named in the log if a stop cuts them off.
+        self.in_flight = InFlight()
+        self._served_app = self.in_flight.wrap(_with_access_log(self._bridge or app, spoken_by(self.server), access_log),
+                                               spoken_by(self.server))
         self._listener: socket.socket | None = None
         self._listener_identity: tuple[int, int] | None = None
         #: The name the listener goes by across a restart, while this server holds one.
@@ -119,11 +126,19 @@ class HTTPServer(ServerAdapter):
             if self._bridge is not None:
                 self._bridge.close()  # its threads go; a start after this stop makes new ones
 
+    def exit(self) -> None:
+        """Name the requests the stop cut off (still running at its bound), once, in one line."""
+        cut_off = self.in_flight.cut_off(CUT_OFF_GRACE)
+        if cut_off:
+            self.bus.log("%s: %d request%s cut off at the graceful timeout: %s"
+                         % (self.description, len(cut_off), "" if len(cut_off) == 1 else "s", "; ".join(cut_off)),
+                         level=30)
+
     def graceful(self) -> None:
-        """Restart the server on the same listening socket: no connection is refused meanwhile."""
-        if self._may_restart():
-            super().stop()
-            self.start()
+        """Keep serving: 'graceful' (SIGUSR1, ``wspbus graceful``) reopens logs, which the log
+        plugin does; restarting the server would close its idle keep-alive connections, and
+        the next request on one would get EOF. (ServerAdapter, CherryPy's, still restarts.)"""
+        self.bus.log("%s: nothing to do on graceful; still serving" % self.description, level=10)
 
     # -- what the servers of one bus share -----------------------------------------------
 

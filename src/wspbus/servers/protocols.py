@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from ..plugins.health import ASGIApp, Environ, Message, Receive, Scope, Send, StartResponse, WSGIApp
 
 __all__ = ["PROTOCOLS", "SERVERS", "ASGIApp", "Environ", "Message", "Receive", "Scope", "Send", "StartResponse",
-           "WSGIApp", "choose_server", "detect_protocol", "module_of", "protocols_of", "spoken_by"]
+           "WSGIApp", "choose_server", "close_body", "detect_protocol", "module_of", "protocols_of", "spoken_by"]
 
 PROTOCOLS = ("wsgi", "asgi")
 
@@ -102,3 +102,10 @@ def _importable(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def close_body(body: object) -> None:
+    """Close a WSGI response body if it has close(), as PEP 3333 asks of the server."""
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()

@@ -20,7 +20,7 @@ from typing import Any
 
 from ...plugins.base import SimplePlugin
 
-__all__ = ["ControlSocket", "control_path"]
+__all__ = ["ControlSocket", "bind_control_socket", "control_path"]
 
 #: A request is one short line; anything longer is not a client of ours.
 MAX_REQUEST = 4096
@@ -32,6 +32,24 @@ def control_path(pidfile: str) -> str:
     """The control socket beside ``pidfile``: run/site.pid -> run/site.control.sock."""
     root, ext = os.path.splitext(os.path.abspath(pidfile))
     return (root if ext == ".pid" else root + ext) + ".control.sock"
+
+
+def bind_control_socket(path: str) -> socket.socket:
+    """Listen on ``path`` (mode 0600), replacing what is there: the PID file, claimed before,
+    proved that no other instance runs, so a socket file there is a dead instance's."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class ControlSocket(SimplePlugin):
@@ -48,16 +66,8 @@ class ControlSocket(SimplePlugin):
         if self.sock is not None:
             return
         try:
-            os.unlink(self.path)  # the PID file is ours: a socket file here is a dead instance's
-        except FileNotFoundError:
-            pass
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.bind(self.path)
-            os.chmod(self.path, 0o600)
-            sock.listen()
+            sock = bind_control_socket(self.path)
         except OSError as exc:
-            sock.close()
             self.bus.log("No control socket (%s: %s): `wspbus reload` falls back to SIGHUP and does not "
                          "wait for the outcome" % (self.path, exc.strerror), level=30)
             return
