@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -511,3 +512,28 @@ def test_an_exit_during_the_start_ends_it_without_starting_more_or_reaching_star
     bus.subscribe("start", lambda: started.append("server"), priority=20)
     bus.start()
     assert started == ["db"] and bus.state is states.EXITING
+
+
+def test_hung_stop_and_exit_listeners_share_one_bound():
+    """graceful_timeout bounds the whole exit, not each hung listener anew (issue #11 item 4)."""
+    bus = Bus(graceful_timeout=0.5)
+    log = LogRecorder(bus)
+    release = threading.Event()
+    bus.subscribe("stop", lambda: release.wait(), priority=10)
+    bus.subscribe("stop", lambda: release.wait(), priority=20)
+    bus.subscribe("exit", lambda: release.wait())
+    bus.start()
+    began = time.monotonic()
+    caller = threading.Thread(target=bus.exit, name="caller", daemon=True)
+    caller.start()
+    try:
+        bus.wait(states.EXITING)
+        bus._wait_exit_done()
+        took = time.monotonic() - began
+        stuck = [m for m in log.messages if "did not return within" in m]
+        assert len(stuck) == 3, log.messages
+        # Each of the three would have had its own 0.5 s before: 1.5 s in all.
+        assert took < 0.5 + 0.5, "the exit took %.2f s" % took
+    finally:
+        release.set()
+    caller.join(5)

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
         graceful_timeout: float | None
         _ordered: dict[str, tuple[Listener, ...]]
 
+        def time_left(self) -> float | None: ...
+
         def log(self, msg: str = "", level: int = 20, traceback: bool = False) -> None: ...
 
         def _enter(self, channel: str) -> None: ...
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
                              failures: ChannelFailures | None) -> ChannelFailures: ...
 
         def _exit_relieved(self, caller: threading.Thread, caller_back: threading.Event) -> None: ...
+
+
+#: Seconds a listener entered once the exit's bound is spent still gets before it is named.
+MIN_LISTENER_BOUND = 0.05
 
 
 class Shutdown:
@@ -110,22 +116,28 @@ class Shutdown:
             except BaseException as exc:
                 self._host._listener_failed(channel, listener, exc, self.failures)
 
-        timeout = self._host.graceful_timeout
-        if timeout is None or first >= len(listeners):
+        if self._host.graceful_timeout is None or first >= len(listeners):
             for listener in listeners[first:]:
                 call(listener)
             return True
 
-        def overran(index: int, hung: threading.Thread) -> None:
-            self._take_over(position, listeners, index, hung, timeout)
+        def bound() -> float:
+            # What is left of the exit's one bound (graceful_timeout for a plain stop), so that
+            # a stop's listeners and an exit's share it; a floor lets a quick listener run even
+            # once it is spent.
+            left = self._host.time_left()
+            return MIN_LISTENER_BOUND if left is None else max(left, MIN_LISTENER_BOUND)
 
-        return run_watched(listeners, first, call, timeout, overran, "wspbus %s watchdog" % channel)
+        def overran(index: int, hung: threading.Thread, waited: float) -> None:
+            self._take_over(position, listeners, index, hung, waited)
+
+        return run_watched(listeners, first, call, bound, overran, "wspbus %s watchdog" % channel)
 
     def _take_over(self, position: int, listeners: tuple[Listener, ...], index: int,
                    hung: threading.Thread, timeout: float) -> None:
         """On the watchdog's thread: name the listener that overran, then run the rest."""
         with self._collecting():
-            self._host.log("Listener %s on channel %r did not return within %g s; going on without it"
+            self._host.log("Listener %s on channel %r did not return within %.2g s; going on without it"
                            " (it keeps thread %r)" % (describe(listeners[index]), self._channels[position],
                                                       timeout, hung.name), level=40)
         if self._run_from(position, listeners, index + 1) and self._channels[-1] == "exit":
@@ -133,14 +145,16 @@ class Shutdown:
 
 
 def run_watched(listeners: tuple[Listener, ...], first: int, call: Callable[[Listener], None],
-                timeout: float, overran: Callable[[int, threading.Thread], None], name: str) -> bool:
+                bound: Callable[[], float], overran: Callable[[int, threading.Thread, float], None],
+                name: str) -> bool:
     """Call ``call(listener)`` for ``listeners[first:]`` in order, on this thread, watched.
 
-    If one has not returned within ``timeout`` seconds, ``overran(index, this thread)`` is
-    called on the watchdog's thread, which carries on from there; this thread, once that
-    listener returns (if ever), calls no more: returns False. True if all ran here.
+    If one has not returned within ``bound()`` seconds (asked as it is entered),
+    ``overran(index, this thread, seconds waited)`` is called on the watchdog's thread, which
+    carries on from there; this thread, once that listener returns (if ever), calls no more:
+    returns False. True if all ran here.
     """
-    watch = _Watch(timeout)
+    watch = _Watch(bound)
     watchdog = threading.Thread(target=watch.watch, args=(overran, threading.current_thread()),
                                 name=name, daemon=True)
     watchdog.start()
@@ -158,8 +172,8 @@ def run_watched(listeners: tuple[Listener, ...], first: int, call: Callable[[Lis
 class _Watch:
     """The watchdog's view of one thread's run through listeners: which one, since when."""
 
-    def __init__(self, timeout: float) -> None:
-        self._timeout = timeout
+    def __init__(self, bound: Callable[[], float]) -> None:
+        self._bound = bound
         self._changed = threading.Condition(threading.Lock())
         self._entered = 0  # how many listeners the run has entered: a change restarts the clock
         self._index = -1
@@ -183,16 +197,18 @@ class _Watch:
             self._changed.notify()
             return self._relieved_at is None
 
-    def watch(self, overran: Callable[[int, threading.Thread], None], runner: threading.Thread) -> None:
+    def watch(self, overran: Callable[[int, threading.Thread, float], None], runner: threading.Thread) -> None:
+        waited = 0.0
         with self._changed:
             while not self._finished:
                 entered = self._entered
-                if not self._changed.wait_for(lambda: self._finished or self._entered != entered, self._timeout):
+                waited = self._bound()
+                if not self._changed.wait_for(lambda: self._finished or self._entered != entered, waited):
                     self._relieved_at = self._index
                     break
             relieved_at = self._relieved_at
         if relieved_at is not None:
-            overran(relieved_at, runner)
+            overran(relieved_at, runner, waited)
 
 
 def join_threads(timeout: float | None, log: Callable[..., None]) -> list[threading.Thread]:
