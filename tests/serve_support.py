@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from wspbus.testing import get  # http:// and unix: URLs, as the banner prints t
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+#: A Pyramid project as its cookiecutter lays one out (the pyramid_installed fixture puts it on the path).
+PYRAMID = EXAMPLES / "pyramid_site"
 WSPBUS = [sys.executable, "-m", "wspbus"]
 
 
@@ -56,7 +59,7 @@ class SteadyClient:
         while not self._stop.is_set():
             try:
                 status, body = get(self.url, self.path, timeout=10)
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:  # refused, reset, or cut off mid-response
                 self.failures.append(repr(exc))
                 continue
             now = time.monotonic()

@@ -2,11 +2,16 @@
 
 ``deploy()`` builds everything from a SiteConfig and raises ConfigError for any mistake, before
 anything starts. ``launch()`` is what ``wspbus serve`` runs; ``quickstart()`` is the one-call
-API for a single app. The set of plugins is decided in one place, ``build_plugins()``.
+API for a single app. The set of plugins is decided in one place, ``build_plugins()``; ``run()``
+and ``start()`` also run a supervisor (deploy/supervisor), which builds its bus differently.
+
+(A little over 400 lines: building and running share the Deployment and the plugin table; the
+building blocks that stand alone are in site.py, mounts.py, paste.py and config.py.)
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -14,9 +19,9 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
-from .._core.bus import Bus, StartupError, states
+from .._core.bus import Bus, ChannelFailures, StartupError, states
 from .._process.bus import Bus as ProcessBus
 from ..plugins.pidfile import check_location
 from ..plugins.status import StatusFile
@@ -33,7 +38,7 @@ from .paste import watched_files
 from .process_bus import process_bus
 from .site import Site, SiteError, add_pythonpath, import_module, parse_app_spec
 
-__all__ = ["Deployment", "build_plugins", "deploy", "launch", "quickstart"]
+__all__ = ["Deployment", "Startable", "build_plugins", "deploy", "launch", "quickstart", "run"]
 
 #: [plugins.NAME] -> the class, as "module:Class" under the wspbus package.
 BUILTIN_PLUGINS = {
@@ -43,6 +48,8 @@ BUILTIN_PLUGINS = {
     "threads": "plugins.threads:ThreadManager", "systemd": "plugins.systemd:SystemdNotifier",
     "drain": "plugins.drain:Drainer", "health": "plugins.health:Health", "reaper": "plugins.reaper:ChildReaper",
 }
+#: What a Ctrl-C while the site loads ends the command with (and EX_INTERRUPTED).
+INTERRUPTED = "wspbus: interrupted while loading the site"
 #: Servers that speak websockets only with a library of their own choosing installed.
 NEEDS_WEBSOCKET_LIBRARY = ("uvicorn",)
 #: The plugins' arguments the site fills in (from [site] or its own objects): not settings of a table.
@@ -75,6 +82,22 @@ class Deployment:
         if self.config.reload:
             lines.append("autoreload is on: saving an imported file restarts the site")
         return lines
+
+    def failure(self, reasons: list[BaseException]) -> tuple[int, str]:
+        """The exit status and the one line for a start that failed for ``reasons``."""
+        return could_not_start(reasons)
+
+
+class Startable(Protocol):
+    """What start() and run() need of a site put on a bus: a Deployment, or a supervisor of workers."""
+
+    bus: Bus
+    config: SiteConfig
+    plugins: dict[str, Any]
+
+    def banner(self) -> list[str]: ...
+
+    def failure(self, reasons: list[BaseException]) -> tuple[int, str]: ...
 
 
 # -- building -----------------------------------------------------------------------------
@@ -309,37 +332,56 @@ def check_pidfile_location(config: SiteConfig) -> None:
 # -- running ------------------------------------------------------------------------------
 
 
-def start(deployment: Deployment, out: TextIO | None = None) -> int:
-    """Start the bus and print the banner; EX_UNAVAILABLE with one line on stderr if it fails.
+def start(deployment: Startable, out: TextIO | None = None) -> int:
+    """Start the bus and print the banner; if it fails, one line on stderr and its exit status
+    (``deployment.failure()``: EX_UNAVAILABLE for a Deployment).
 
     A daemon's launching process (waiting for the daemon's start) prints the same line and exits
-    with the same status.
+    with the same status. A start cut short by an exit (a SIGTERM) prints no banner.
     """
     daemon = deployment.plugins.get("daemon")
     if daemon is not None:
         daemon.owner_reports_failure = True
         daemon.launcher_lines = lambda: ["wspbus: daemon started, pid %d" % os.getpid(),
                                          *("wspbus: " + line for line in deployment.banner())]
-    logs = deployment.plugins.get("logs")
-    held = logs.hold() if logs is not None else None
-    debugging = logs is not None and logs.level <= logging.DEBUG
-    try:
-        deployment.bus.start()
-    except Exception as exc:
-        reasons = exc.get_instances() if hasattr(exc, "get_instances") else [exc]
-        if held is not None:  # the terminal gets the one line below; a log file, the whole story
-            told = all(isinstance(reason, StartupError) for reason in reasons)  # else: a bug, keep its traceback
-            held.release(terminal=not told or debugging)
-        line = "wspbus: error: the site could not start: %s" % start_failure(reasons)
+    reasons = start_bus(deployment.bus, deployment.plugins.get("logs"))
+    if reasons:
+        status, line = deployment.failure(reasons)
         if daemon is not None:
-            daemon.report_start_failure(EX_UNAVAILABLE, line)
+            daemon.report_start_failure(status, line)
         print(line, file=sys.stderr, flush=True)
-        return EX_UNAVAILABLE
+        return status
+    if not deployment.bus.exit_begun:
+        announce(deployment, out)
+    return EX_OK
+
+
+def start_bus(bus: Bus, logs: Any = None) -> list[BaseException]:
+    """Start ``bus``, holding back what the ``logs`` router (a LogRouter, or None) writes meanwhile;
+    why it failed, or [] once it started (a worker of a supervisor starts its bus this way too).
+
+    A failure its listeners told (StartupError: one line says it all) keeps the held records off
+    the terminal, unless the level is debug; a log file gets them all the same. A bug (any other
+    exception) keeps its traceback on the terminal.
+    """
+    held = logs.hold() if logs is not None else None
+    try:
+        bus.start()
+    except Exception as exc:
+        reasons: list[BaseException] = exc.get_instances() if isinstance(exc, ChannelFailures) else [exc]
+        if held is not None:
+            told = all(isinstance(reason, StartupError) for reason in reasons)
+            held.release(terminal=not told or logs.level <= logging.DEBUG)
+        return reasons
     finally:
         if held is not None:
             held.release()
-    announce(deployment, out)
-    return EX_OK
+    return []
+
+
+def could_not_start(reasons: list[BaseException]) -> tuple[int, str]:
+    """EX_UNAVAILABLE and its line: what a failed start ends with, unless the site knows better."""
+    return EX_UNAVAILABLE, "wspbus: error: the site could not start: %s" % start_failure(reasons)
 
 
 def start_failure(reasons: list[BaseException]) -> str:
@@ -347,7 +389,7 @@ def start_failure(reasons: list[BaseException]) -> str:
     return "; ".join(dict.fromkeys(" ".join(str(reason).split()) or type(reason).__name__ for reason in reasons))
 
 
-def announce(deployment: Deployment, out: TextIO | None = None) -> None:
+def announce(deployment: Startable, out: TextIO | None = None) -> None:
     """Print where the site serves and what is mounted (a daemon logs it: its stdout is gone).
 
     Nothing if the bus is not STARTED: an exit asked for while it was starting abandoned the start.
@@ -365,20 +407,43 @@ def announce(deployment: Deployment, out: TextIO | None = None) -> None:
 def launch(config: SiteConfig, bus: Bus | None = None, site: Site | None = None) -> int:
     """Deploy, start and block until the site exits; the process's exit status."""
     bus = process_bus(bus)
+    if site is None:
+        if precheck.check_requested():  # this process is a reload's check of the new code
+            return run_check(config)
+        if isinstance(bus, ProcessBus):
+            bus.restart_check = precheck.check_new_code  # a reload into code that fails is refused
+            if config.pidfile:
+                ReloadSocket(bus, config.pidfile).subscribe()  # `wspbus reload` learns the outcome
+    return run(bus, functools.partial(deploy, config=config, site=site))
+
+
+def run_check(config: SiteConfig) -> int:
+    """check_site() with run()'s answers to a mistake (one line, 78) and to Ctrl-C."""
     try:
-        if site is None and precheck.check_requested():
-            return check_site(config)
-        deployment = deploy(bus, config, site)
-    except ConfigError as exc:
+        return check_site(config)
+    except (ConfigError, KeyboardInterrupt) as exc:
+        return loading_stopped(exc)
+
+
+def loading_stopped(exc: ConfigError | KeyboardInterrupt) -> int:
+    """One line for what stopped the site's loading, and the exit status: a mistake (78), or
+    Ctrl-C while a slow app imports (nothing runs yet, nothing to tell but that)."""
+    if isinstance(exc, ConfigError):
         print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
         return EX_CONFIG
-    except KeyboardInterrupt:  # Ctrl-C while a slow app imports: nothing runs yet, nothing to tell but that
-        print("wspbus: interrupted while loading the site", file=sys.stderr, flush=True)
-        return EX_INTERRUPTED
-    if site is None and isinstance(bus, ProcessBus):
-        bus.restart_check = precheck.check_new_code  # a reload into code that fails is refused
-        if config.pidfile:
-            ReloadSocket(bus, config.pidfile).subscribe()  # `wspbus reload` learns the outcome
+    print(INTERRUPTED, file=sys.stderr, flush=True)
+    return EX_INTERRUPTED
+
+
+def run(bus: Bus, build: Callable[[Bus], Startable]) -> int:
+    """``build(bus)`` (a ConfigError is one line and 78), start, block until the bus exits; the exit status.
+
+    What ``wspbus serve`` does with a single process (``build`` is deploy) and with a supervisor.
+    """
+    try:
+        deployment = build(bus)
+    except (ConfigError, KeyboardInterrupt) as exc:
+        return loading_stopped(exc)
     status = start(deployment)
     if status != EX_OK:
         return status

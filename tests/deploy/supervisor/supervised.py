@@ -1,14 +1,14 @@
 """Helpers for the supervisor's tests: a site on disk, `wspbus serve --workers N` on it, and clients.
 
 The app answers ``VERSION PID`` so a test sees which code and which worker answered; ``/slow?S``
-takes S seconds (and says so on stdout first), ``/spin`` holds the GIL forever (a hung worker), ``/crash`` ends the worker,
+takes S seconds (and says so on stdout first), ``/spin`` holds the GIL forever (a hung worker; it says so
+too), ``/crash`` ends the worker,
 ``/grow`` leaks 60 MB.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
 import signal
@@ -38,6 +38,7 @@ def app(environ, start_response):
         os.write(1, b"slow request in %%d\\n" %% os.getpid())  # one write: workers share stdout
         time.sleep(float(environ.get("QUERY_STRING") or 1))
     elif path == "/spin":
+        os.write(1, b"spinning in %%d\\n" %% os.getpid())
         sum(range(10 ** 13))  # one C call: the GIL is never released
     elif path == "/crash":
         os._exit(3)
@@ -109,9 +110,11 @@ class Site:
         return body
 
     def status(self) -> dict:
-        result = self.run("status", "--json", "--pidfile", self.pidfile)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        """The status record with live counts: what ``wspbus status --json`` prints, asked in this process
+        on the control socket (no interpreter started per question)."""
+        from wspbus.deploy.supervisor import client
+
+        return client.status(str(self.pidfile))
 
     def worker_pids(self, state: str = "serving") -> list[int]:
         return [w["pid"] for w in self.status()["workers"] if w["state"] == state]

@@ -8,7 +8,9 @@ subscribe there, its 'start'/'stop' listeners and ASGI lifespan run here), and a
 ``started`` or ``failed`` (one line). Then it serves until SIGTERM, or until the supervisor is gone.
 
 Signals a terminal sends to the whole process group (SIGINT, SIGHUP, SIGTTIN, SIGTTOU) are the
-supervisor's to act on: a worker ignores them, and ends when the supervisor tells it to.
+supervisor's to act on: a worker ignores them, and ends when the supervisor tells it to. Until its
+site is built, SIGTERM keeps its default action: a worker still importing the site has nothing to
+finish, and ends at once (a Ctrl-C or a stop must not wait for a slow import).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from ...plugins.logs import LogRouter
 from ..config import ConfigError, SiteConfig
 from ..exits import EX_CONFIG, EX_UNAVAILABLE
-from ..launch import Deployment, build_site, deploy, prepare_process
+from ..launch import Deployment, build_site, deploy, prepare_process, start_bus, start_failure
 from .channel import Message, WorkerChannel
 from .counting import RequestCounter, counted_site, resident_bytes
 from .heartbeat import Heartbeat
@@ -60,17 +63,17 @@ class Worker:
         config = from_dict(setup["config"])
         config.reload = config.reload and bool(setup.get("autoreload"))  # one watcher per site is enough
         self.bus.graceful_timeout = config.graceful_timeout
-        self._handle_signals()
+        self._ignore_group_signals()
         self._dump_stacks_on_abort(config)
         try:
-            self._route_logs(config)
+            logs = self._route_logs(config)
             self.deployment = self._build(config)
         except ConfigError as exc:
             return self._failed(EX_CONFIG, str(exc))
-        try:
-            self.bus.start()
-        except Exception as exc:
-            return self._failed(EX_UNAVAILABLE, start_failure(exc))
+        self._handle_signals()  # not before: a SIGTERM while the site imports ends it there and then
+        reasons = start_bus(self.bus, logs)  # as `wspbus serve` starts a site: the terminal hears one line
+        if reasons:
+            return self._failed(EX_UNAVAILABLE, start_failure(reasons))
         if not self._begin_serving():
             self.bus.log("SIGTERM while starting: stopping now that the start is over")
             self.bus.exit()
@@ -111,21 +114,26 @@ class Worker:
         self.bus.log("Asking the supervisor to reload the workers")
         self.channel.send("reload")
 
-    def _route_logs(self, config: SiteConfig) -> None:
-        from ...plugins.logs import LogRouter
-
+    def _route_logs(self, config: SiteConfig) -> LogRouter:
         try:
-            LogRouter(self.bus, error_log=config.log_file or "-", access_log=config.access_log,
-                      level=logging.getLevelName(config.log_level.upper()),
-                      error_format=WORKER_LOG_FORMAT).subscribe()
+            router = LogRouter(self.bus, error_log=config.log_file or "-", access_log=config.access_log,
+                               level=logging.getLevelName(config.log_level.upper()),
+                               error_format=WORKER_LOG_FORMAT)
+            router.subscribe()
         except ValueError as exc:
             raise ConfigError("%s: %s" % (config.source, exc)) from None
+        return router
+
+    def _ignore_group_signals(self) -> None:
+        """What a terminal sends the whole process group is the supervisor's to act on (and SIGUSR1
+        waits for the handler the worker has once its site is built)."""
+        for name in (*IGNORED_SIGNALS, "SIGUSR1"):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
     def _handle_signals(self) -> None:
+        """SIGTERM stops the worker (after its start, if it comes during it); SIGUSR1 is 'graceful'."""
         from ...plugins.signals import SignalHandler
 
-        for name in IGNORED_SIGNALS:
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
         handler = SignalHandler(self.bus)
         handler.handlers = {"SIGTERM": self._terminate, "SIGUSR1": self.bus.graceful}
         handler.subscribe()
@@ -190,7 +198,6 @@ class Worker:
             self.bus.log("The supervisor is gone (its channel closed): exiting", level=30)
             self.bus.exit()
 
-
     def _rearm_autoreload(self) -> None:
         """The reload this worker asked for failed: watch again, so the next good save reloads."""
         reloader = self.deployment.plugins.get("reload") if self.deployment is not None else None
@@ -208,13 +215,6 @@ class Worker:
             timer.start()
         else:
             self.bus.exit()
-
-
-def start_failure(exc: BaseException) -> str:
-    """One line for a failed start: the failing listeners' messages (as ``wspbus serve`` says it)."""
-    get_instances = getattr(exc, "get_instances", None)
-    reasons = get_instances() if get_instances is not None else [exc]
-    return "; ".join(str(reason) or type(reason).__name__ for reason in reasons)
 
 
 def main() -> int:
