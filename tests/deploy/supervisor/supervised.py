@@ -8,7 +8,6 @@ takes S seconds (and says so on stdout first), ``/spin`` holds the GIL forever (
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import re
 import signal
@@ -109,9 +108,11 @@ class Site:
         return body
 
     def status(self) -> dict:
-        result = self.run("status", "--json", "--pidfile", self.pidfile)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        """The status record with live counts: what ``wspbus status --json`` prints, asked in this process
+        on the control socket (no interpreter started per question)."""
+        from wspbus.deploy.supervisor import client
+
+        return client.status(str(self.pidfile))
 
     def worker_pids(self, state: str = "serving") -> list[int]:
         return [w["pid"] for w in self.status()["workers"] if w["state"] == state]
