@@ -13,6 +13,8 @@ from wspbus.testing import get  # http:// and unix: URLs, as the banner prints t
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+#: A Pyramid project as its cookiecutter lays one out (the pyramid_installed fixture puts it on the path).
+PYRAMID = EXAMPLES / "pyramid_site"
 WSPBUS = [sys.executable, "-m", "wspbus"]
 
 

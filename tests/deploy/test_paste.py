@@ -12,11 +12,10 @@ import re
 import signal
 import socket
 import textwrap
-import tomllib
 import urllib.request
 
 import pytest
-from serve_support import EXAMPLES, WSPBUS, SteadyClient, ended, get, one_error_line, run, serve
+from serve_support import PYRAMID, WSPBUS, SteadyClient, ended, get, one_error_line, run, serve
 
 from wspbus.deploy.config import SiteConfig, from_document, override
 from wspbus.deploy.paste import prepare
@@ -24,7 +23,6 @@ from wspbus.deploy.paste import prepare
 pytest.importorskip("paste.deploy")
 pytest.importorskip("plaster_pastedeploy")
 
-PYRAMID = EXAMPLES / "pyramid_site"
 PASTE_APPS = os.path.join(os.path.dirname(__file__), "paste_apps")
 
 COMPOSITE_INI = """\
@@ -113,24 +111,6 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def pyramid_installed(tmp_path_factory):
-    """The example project installed as ``pip install -e examples/pyramid_site`` installs it: its
-    package importable and its distribution's metadata, with the entry points its pyproject.toml
-    declares, on the path, so that ``use = egg:pyramid_site`` resolves. (A real pip install would
-    need a build backend and a wheel builder on the test machine; this is the part Paste Deploy reads.)"""
-    pytest.importorskip("pyramid")
-    project = tomllib.loads((PYRAMID / "pyproject.toml").read_text())["project"]
-    root = tmp_path_factory.mktemp("site-packages")
-    info = root / ("%s-%s.dist-info" % (project["name"], project["version"]))
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: %s\nVersion: %s\n" % (project["name"], project["version"]))
-    groups = ["[%s]\n%s\n" % (group, "".join("%s = %s\n" % item for item in entries.items()))
-              for group, entries in project["entry-points"].items()]
-    (info / "entry_points.txt").write_text("\n".join(groups))
-    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(root), str(PYRAMID), os.environ.get("PYTHONPATH")]))}
 
 
 # -- a real Pyramid project -----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import re
 import signal
 import textwrap
@@ -101,7 +102,9 @@ def test_status_json_lists_the_workers_with_their_counts(site):
     child = site.serve(workers=2)
     for _ in range(10):
         site.get()
-    record = site.status()
+    result = site.run("status", "--json", "--pidfile", site.pidfile)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
     assert record["state"] == "STARTED" and record["pid"] == child.pid and record["generation"] == 1
     workers = record["workers"]
     assert len(workers) == 2
@@ -112,8 +115,6 @@ def test_status_json_lists_the_workers_with_their_counts(site):
     assert sum(worker["requests"] for worker in workers) == 10
     text = site.run("status", "--pidfile", site.pidfile).stdout
     assert re.search(r"^worker %d: serving, generation 1" % workers[0]["pid"], text, re.M)
-    import json
-
     kept = json.loads((site.run_dir / "site.status.json").read_text())  # as of the last change
     assert kept["generation"] == 1 and sorted(w["pid"] for w in kept["workers"]) == sorted(w["pid"] for w in workers)
 
