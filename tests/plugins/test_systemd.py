@@ -190,6 +190,7 @@ def test_ready_after_every_start_listener_then_stopping_on_sigterm(systemd, site
     assert ready.fields["READY"] == "1"
     assert ready.fields["STATUS"] == "STARTED; listening on 127.0.0.1:8080, [::1]:8080, unix:/run/site.sock"
     assert ready.pid == child.pid  # the kernel's word for the sender: the main process itself
+    assert ready.fields["MAINPID"] == str(child.pid)  # a no-op here; a daemon becomes the main process by it
     child.expect("incarnation 1 started")
 
     child.send(signal.SIGTERM)

@@ -7,7 +7,10 @@ plugin does nothing, so the same site runs unchanged outside systemd.
 What is sent, and when:
 
 * ``READY=1`` once the bus is STARTED; servers bind at priority 75 in 'start', so every server
-  listens by then. With ``STATUS=`` naming the state and the binds.
+  listens by then. With ``STATUS=`` naming the state and the binds, and ``MAINPID=`` this
+  process: a daemon (``--daemon``) is not the process systemd started, and this makes it the
+  service's main process (with ``NotifyAccess=all``) before its launcher exits. From the
+  process systemd started, it changes nothing.
 * ``RELOADING=1`` + ``MONOTONIC_USEC=`` when a restart (re-exec) or a graceful reload begins, and
   ``READY=1`` again when it is over: the re-executed process keeps the pid, so its own READY=1
   completes the reload. This is the contract of ``Type=notify-reload``.
@@ -166,7 +169,7 @@ class SystemdNotifier(SimplePlugin):
         try:
             if state is self.bus.states.STARTED:
                 self._reloading = False
-                self.send(READY=1, STATUS=self.status_text(state))
+                self.send(READY=1, MAINPID=os.getpid(), STATUS=self.status_text(state))
                 self._start_watchdog()
             elif state is self.bus.states.STOPPING and restart_requested(self.bus):
                 self._reload_begins()

@@ -83,6 +83,23 @@ def test_systemd_hears_ready_once_every_worker_serves_and_reloading_during_a_rel
     recorder.sock.close()
 
 
+def test_a_daemon_under_systemd_names_itself_the_main_process_as_it_says_ready(site):
+    recorder = NotifyRecorder()
+    site.env_extra = {"NOTIFY_SOCKET": recorder.value}
+    launcher = site.run("serve", "--workers", "2", "--daemon", "--chdir", site.app_dir, "--pidfile", site.pidfile,
+                        "--log-file", site.run_dir / "error.log", "-b", "127.0.0.1:0", "site_app:app")
+    assert launcher.returncode == 0, launcher.stderr
+    supervisor = int(site.pidfile.read_text())
+    sender, fields, _ = recorder.expect("READY")
+    # systemd started the launcher, which exits: MAINPID= makes the supervisor the service's main
+    # process (NotifyAccess=all lets a process other than the main one say so).
+    assert sender == supervisor and fields["MAINPID"] == str(supervisor)
+    assert site.run("stop", "--pidfile", site.pidfile).returncode == 0
+    pid, _, before = recorder.expect("STOPPING")
+    assert pid == supervisor and all(sender == supervisor for sender, _ in before)  # workers never notify
+    recorder.sock.close()
+
+
 def test_the_watchdog_pings_only_while_a_worker_serves(site):
     recorder = NotifyRecorder()
     site.env_extra = {"NOTIFY_SOCKET": recorder.value, "WATCHDOG_USEC": "200000"}  # a ping every 0.1 s
