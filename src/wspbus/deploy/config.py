@@ -86,11 +86,26 @@ def _timeout(value: Any) -> float:
 
 
 def _positive_int(value: Any) -> int:
-    if isinstance(value, str) and value.isdigit():
+    return _whole_number(value, least=1)
+
+
+def _whole_number(value: Any, least: int = 0) -> int:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _Expected("a whole number of at least 1")
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise _Expected("a whole number of at least %d" % least)
     return value
+
+
+def _positive_seconds(value: Any) -> float | None:
+    """A bound that cannot be 0 (a worker's timeouts): seconds above 0, or inf for none."""
+    try:
+        seconds = _seconds(value)
+    except _Expected:
+        seconds = 0.0
+    if seconds is not None and not seconds > 0:
+        raise _Expected("a number of seconds above 0 (inf for no limit)")
+    return seconds
 
 
 def _umask(value: Any) -> int:
@@ -236,6 +251,12 @@ class SiteConfig:
     log_level: str = "info"
     paste: str | None = None  # FILE.ini[#name]: the site is that Paste Deploy file's app (deploy/paste.py)
     workers: int | None = None  # worker processes under the supervisor (deploy/supervisor); None: 1
+    # The bounds on each worker (deploy/supervisor/options.py; seconds, None: no bound).
+    start_timeout: float | None = 60.0
+    worker_timeout: float | None = None
+    max_requests: int | None = None
+    max_requests_jitter: int = 0
+    max_worker_memory: int | None = None  # MB
     servers: list[ServerConfig] = field(default_factory=list)
     apps: list[AppConfig] = field(default_factory=list)
     plugins: dict[str, PluginConfig] = field(default_factory=dict)
@@ -286,6 +307,11 @@ def _site_fields(base: str) -> Fields:
         "log_level": ("log_level", _log_level),
         "paste": ("paste", _paste(base)),
         "workers": ("workers", _positive_int),
+        "start_timeout": ("start_timeout", _positive_seconds),
+        "worker_timeout": ("worker_timeout", _positive_seconds),
+        "max_requests": ("max_requests", _positive_int),
+        "max_requests_jitter": ("max_requests_jitter", _whole_number),
+        "max_worker_memory": ("max_worker_memory", _positive_int),
     }
 
 
