@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 
 from wspbus.deploy.config import ConfigError, PluginConfig, ServerConfig, SiteConfig
@@ -71,3 +73,52 @@ def test_each_worker_gets_its_own_request_limit_within_the_jitter():
     limits = {request_limit(100, 10) for _ in range(200)}
     assert limits <= set(range(100, 111)) and len(limits) > 1
     assert request_limit(None, 10) is None and request_limit(100, 0) == 100
+
+
+def test_the_workers_bounds_are_site_keys_and_the_command_line_overrides_them(tmp_path):
+    from wspbus.deploy.cli import build_parser
+    from wspbus.deploy.config import load
+    from wspbus.deploy.supervisor.options import pool_options
+
+    (tmp_path / "site.toml").write_text(textwrap.dedent("""
+        [site]
+        worker_timeout = 30
+        max_requests = 1000
+        max_requests_jitter = 50
+        max_worker_memory = 512
+        start_timeout = "inf"
+    """))
+    config = load(str(tmp_path / "site.toml"))
+    options = pool_options(build_parser().parse_args(["serve", "--max-requests", "200", "site:app"]), config)
+    assert (options.worker_timeout, options.max_requests, options.max_requests_jitter, options.max_worker_memory,
+            options.start_timeout) == (30.0, 200, 50, 512_000_000, None)
+    defaults = pool_options(build_parser().parse_args(["serve", "site:app"]), SiteConfig())
+    assert (defaults.worker_timeout, defaults.max_requests, defaults.max_requests_jitter, defaults.max_worker_memory,
+            defaults.start_timeout) == (None, None, 0, None, 60.0)
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("worker_timeout = 0", "worker_timeout: expected a number of seconds above 0 (inf for no limit), got 0"),
+    ("start_timeout = -1", "start_timeout: expected a number of seconds above 0 (inf for no limit), got -1"),
+    ("max_requests = 0", "max_requests: expected a whole number of at least 1, got 0"),
+    ("max_requests_jitter = -5", "max_requests_jitter: expected a whole number of at least 0, got -5"),
+    ("max_worker_memory = 1.5", "max_worker_memory: expected a whole number of at least 1, got 1.5"),
+    ("max_request = 10", "max_request: unknown key (expected one of: "),
+])
+def test_a_bad_bound_in_the_site_file_is_one_line_naming_the_key(tmp_path, line, expected):
+    from wspbus.deploy.config import load
+
+    (tmp_path / "site.toml").write_text("[site]\n%s\n" % line)
+    with pytest.raises(ConfigError) as raised:
+        load(str(tmp_path / "site.toml"))
+    assert str(raised.value).startswith("%s: [site] %s" % (tmp_path / "site.toml", expected))
+
+
+def test_a_bad_bound_on_the_command_line_is_one_line_naming_the_option():
+    from wspbus.deploy.cli import build_parser
+    from wspbus.deploy.supervisor.options import pool_options
+
+    args = build_parser().parse_args(["serve", "--worker-timeout", "soon", "site:app"])
+    with pytest.raises(ConfigError, match=r"^--worker-timeout: expected a number of seconds above 0 "
+                                          r"\(inf for no limit\), got 'soon'$"):
+        pool_options(args, SiteConfig())

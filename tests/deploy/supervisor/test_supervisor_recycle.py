@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from serve_support import SteadyClient
+from serve_support import SteadyClient, one_error_line
 from supervised import KeepAliveClient, wait_gone
 
 
@@ -33,3 +33,21 @@ def test_max_worker_memory_replaces_a_worker_that_grew_past_it(site):
     assert int(match.group(1)) > 60
     wait_gone([leaky])
     assert re.match(r"v1 \d+", site.get()[1]) and leaky not in site.worker_pids()
+
+
+def test_the_bounds_may_come_from_the_site_file(site):
+    (site.app_dir / "site.toml").write_text("[site]\nmax_requests = 20\n")
+    child = site.serve("--config", site.app_dir / "site.toml", workers=1)
+    first = site.worker_pids()[0]
+    for _ in range(20):
+        site.get()
+    child.expect(r"worker %d \(generation 1\) is replaced because it served 20 requests \(--max-requests\)" % first)
+    wait_gone([first])
+
+
+def test_a_bad_bound_in_the_site_file_is_a_configuration_error(site):
+    (site.app_dir / "site.toml").write_text('[site]\nworker_timeout = "soon"\n')
+    result = site.run("serve", "--config", site.app_dir / "site.toml", "site_app:app")
+    assert result.returncode == 78
+    assert one_error_line(result.stderr) == ("wspbus: error: %s: [site] worker_timeout: expected a number of seconds "
+                                              "above 0 (inf for no limit), got 'soon'" % (site.app_dir / "site.toml"))
