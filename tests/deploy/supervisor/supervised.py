@@ -1,7 +1,8 @@
 """Helpers for the supervisor's tests: a site on disk, `wspbus serve --workers N` on it, and clients.
 
 The app answers ``VERSION PID`` so a test sees which code and which worker answered; ``/slow?S``
-takes S seconds (and says so on stdout first), ``/spin`` holds the GIL forever (a hung worker), ``/crash`` ends the worker,
+takes S seconds (and says so on stdout first), ``/spin`` holds the GIL forever (a hung worker; it says so
+too), ``/crash`` ends the worker,
 ``/grow`` leaks 60 MB.
 """
 
@@ -37,6 +38,7 @@ def app(environ, start_response):
         os.write(1, b"slow request in %%d\\n" %% os.getpid())  # one write: workers share stdout
         time.sleep(float(environ.get("QUERY_STRING") or 1))
     elif path == "/spin":
+        os.write(1, b"spinning in %%d\\n" %% os.getpid())
         sum(range(10 ** 13))  # one C call: the GIL is never released
     elif path == "/crash":
         os._exit(3)

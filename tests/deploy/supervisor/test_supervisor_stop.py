@@ -14,14 +14,14 @@ from supervised import tagged_pids, wait_gone
 from support import DEADLINE
 
 
-def _every_worker_busy(site, workers: list[int], seconds: float) -> list[concurrent.futures.Future]:
-    """Slow requests until each of ``workers`` has one in its hands (each says so on stdout)."""
+def _every_worker_busy(site, workers: list[int], path: str, said: str) -> list[concurrent.futures.Future]:
+    """Requests for ``path`` until each of ``workers`` has one in its hands (each says ``said`` PID)."""
     pool = concurrent.futures.ThreadPoolExecutor(20)
     futures, busy = [], set()
     while busy != set(workers):
         assert len(futures) < 20, "requests reached only workers %r of %r" % (busy, workers)
-        futures.append(pool.submit(site.get, "/slow?%g" % seconds, seconds + DEADLINE))
-        busy.add(int(site.child.expect(r"^slow request in (\d+)").group(1)))
+        futures.append(pool.submit(site.get, path, 60 + DEADLINE))
+        busy.add(int(site.child.expect(r"^%s in (\d+)" % said).group(1)))
     pool.shutdown(wait=False)
     return futures
 
@@ -29,7 +29,7 @@ def _every_worker_busy(site, workers: list[int], seconds: float) -> list[concurr
 def test_sigterm_answers_the_requests_in_flight_and_stops_every_worker_at_once(site):
     child = site.serve(workers=2)
     workers = site.worker_pids()
-    replies = _every_worker_busy(site, workers, 2)
+    replies = _every_worker_busy(site, workers, "/slow?2", "slow request")
     child.send(signal.SIGTERM)
     assert [reply.result(DEADLINE)[0] for reply in replies] == [200] * len(replies)
     assert child.wait() == 0
@@ -46,12 +46,14 @@ def test_sigterm_answers_the_requests_in_flight_and_stops_every_worker_at_once(s
 def test_graceful_timeout_bounds_the_whole_stop_and_names_the_stragglers(site):
     child = site.serve("--graceful-timeout", "2", workers=2)
     workers = site.worker_pids()
-    futures = _every_worker_busy(site, workers, 60)
+    # Hung for good, holding the GIL: only the supervisor's SIGKILL at the timeout ends them (a
+    # worker merely slow could end on its own bound, which is the same timeout).
+    futures = _every_worker_busy(site, workers, "/spin", "spinning")
     started = time.monotonic()
     child.send(signal.SIGTERM)
     assert child.wait() == 0
     took = time.monotonic() - started
-    assert took < 2 + 10, took  # bounded by the timeout, not by the 60 s requests
+    assert took < 2 + 10, took  # bounded by the timeout, not by the requests, which never end
     output = child.output()
     killed = re.findall(r"worker (\d+) \(generation 1\) still running 2 s after it was asked to stop: "
                         r"killing it \(SIGKILL\)", output)
