@@ -61,7 +61,7 @@ def test_an_asgi_worker_whose_event_loop_is_blocked_is_replaced_too(site):
     silent, _ = _wait_for_silence(child)
     assert silent == blocked
     child.expect(r"replaces the worker of slot 0")
-    assert re.search(r'File "%s", line \d+ in app' % re.escape(str(site.app_dir / "blocking_asgi.py")),
-                     "\n".join(child.lines))
+    output = "\n".join(child.lines)
+    assert re.search(r'File "%s", line \d+ in app' % re.escape(str(site.app_dir / "blocking_asgi.py")), output), output
     wait_gone([blocked])
     assert int(site.get()[1]) != blocked
