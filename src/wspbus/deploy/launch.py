@@ -7,6 +7,7 @@ API for a single app. The set of plugins is decided in one place, ``build_plugin
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -14,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from .._core.bus import Bus, StartupError
 from ..plugins.pidfile import check_location
@@ -30,7 +31,7 @@ from .paste import watched_files
 from .process_bus import process_bus
 from .site import Site, SiteError, add_pythonpath, import_module, parse_app_spec
 
-__all__ = ["Deployment", "build_plugins", "deploy", "launch", "quickstart"]
+__all__ = ["Deployment", "Startable", "build_plugins", "deploy", "launch", "quickstart", "run"]
 
 #: [plugins.NAME] -> the class, as "module:Class" under the wspbus package.
 BUILTIN_PLUGINS = {
@@ -72,6 +73,22 @@ class Deployment:
         if self.config.reload:
             lines.append("autoreload is on: saving an imported file restarts the site")
         return lines
+
+    def failure(self, reasons: list[BaseException]) -> tuple[int, str]:
+        """The exit status and the one line for a start that failed for ``reasons``."""
+        return could_not_start(reasons)
+
+
+class Startable(Protocol):
+    """What start() and run() need of a site put on a bus: a Deployment, or a supervisor of workers."""
+
+    bus: Bus
+    config: SiteConfig
+    plugins: dict[str, Any]
+
+    def banner(self) -> list[str]: ...
+
+    def failure(self, reasons: list[BaseException]) -> tuple[int, str]: ...
 
 
 # -- building -----------------------------------------------------------------------------
@@ -306,11 +323,12 @@ def check_pidfile_location(config: SiteConfig) -> None:
 # -- running ------------------------------------------------------------------------------
 
 
-def start(deployment: Deployment, out: TextIO | None = None) -> int:
-    """Start the bus and print the banner; EX_UNAVAILABLE with one line on stderr if it fails.
+def start(deployment: Startable, out: TextIO | None = None) -> int:
+    """Start the bus and print the banner; if it fails, one line on stderr and its exit status
+    (``deployment.failure()``: EX_UNAVAILABLE for a Deployment).
 
     A daemon's launching process (waiting for the daemon's start) prints the same line and exits
-    with the same status.
+    with the same status. A start cut short by an exit (a SIGTERM) prints no banner.
     """
     daemon = deployment.plugins.get("daemon")
     if daemon is not None:
@@ -327,16 +345,22 @@ def start(deployment: Deployment, out: TextIO | None = None) -> int:
         if held is not None:  # the terminal gets the one line below; a log file, the whole story
             told = all(isinstance(reason, StartupError) for reason in reasons)  # else: a bug, keep its traceback
             held.release(terminal=not told or debugging)
-        line = "wspbus: error: the site could not start: %s" % start_failure(reasons)
+        status, line = deployment.failure(reasons)
         if daemon is not None:
-            daemon.report_start_failure(EX_UNAVAILABLE, line)
+            daemon.report_start_failure(status, line)
         print(line, file=sys.stderr, flush=True)
-        return EX_UNAVAILABLE
+        return status
     finally:
         if held is not None:
             held.release()
-    announce(deployment, out)
+    if not deployment.bus.exit_begun:
+        announce(deployment, out)
     return EX_OK
+
+
+def could_not_start(reasons: list[BaseException]) -> tuple[int, str]:
+    """EX_UNAVAILABLE and its line: what a failed start ends with, unless the site knows better."""
+    return EX_UNAVAILABLE, "wspbus: error: the site could not start: %s" % start_failure(reasons)
 
 
 def start_failure(reasons: list[BaseException]) -> str:
@@ -344,7 +368,7 @@ def start_failure(reasons: list[BaseException]) -> str:
     return "; ".join(dict.fromkeys(" ".join(str(reason).split()) or type(reason).__name__ for reason in reasons))
 
 
-def announce(deployment: Deployment, out: TextIO | None = None) -> None:
+def announce(deployment: Startable, out: TextIO | None = None) -> None:
     """Print where the site serves and what is mounted (a daemon logs it: its stdout is gone)."""
     out = out or sys.stdout
     for line in deployment.banner():
@@ -356,9 +380,16 @@ def announce(deployment: Deployment, out: TextIO | None = None) -> None:
 
 def launch(config: SiteConfig, bus: Bus | None = None, site: Site | None = None) -> int:
     """Deploy, start and block until the site exits; the process's exit status."""
-    bus = process_bus(bus)
+    return run(process_bus(bus), functools.partial(deploy, config=config, site=site))
+
+
+def run(bus: Bus, build: Callable[[Bus], Startable]) -> int:
+    """``build(bus)`` (a ConfigError is one line and 78), start, block until the bus exits; the exit status.
+
+    What ``wspbus serve`` does with a single process (``build`` is deploy) and with a supervisor.
+    """
     try:
-        deployment = deploy(bus, config, site)
+        deployment = build(bus)
     except ConfigError as exc:
         print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
         return EX_CONFIG

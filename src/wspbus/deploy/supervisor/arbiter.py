@@ -89,7 +89,7 @@ class Arbiter(SimplePlugin):
             self._run(self.pool.first_start())
         except WorkerFailed as failure:
             if self.interrupted:
-                failure = WorkerFailed(0, "the site was told to stop while its workers were starting")
+                return  # a stop (a SIGTERM) came during the start: the bus's exit stands, no failure
             raise WorkerStartError(failure) from None
         finally:
             self._starting = False

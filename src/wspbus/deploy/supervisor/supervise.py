@@ -11,15 +11,16 @@ the workers'.
 from __future__ import annotations
 
 import copy
+import functools
 import os
-import sys
 from dataclasses import dataclass, field
-from typing import Any, TextIO, cast
+from typing import Any
 
-from ..._core.bus import ChannelFailures
-from ..config import ConfigError, SiteConfig
-from ..exits import EX_CONFIG, EX_OK, EX_UNAVAILABLE
-from ..launch import announce, build_plugins, subscribe_all
+from ..._core.bus import Bus
+from ..config import SiteConfig
+from ..exits import EX_CONFIG
+from ..launch import build_plugins, could_not_start, run, subscribe_all
+from ..process_bus import process_bus
 from .arbiter import Arbiter, WorkerStartError
 from .control_socket import ControlSocket
 from .listeners import Listeners
@@ -38,11 +39,19 @@ STOP_MARGIN = 0.4
 class Supervisor:
     """A supervisor put on a bus, not started yet."""
 
-    bus: Any
+    bus: Bus
     config: SiteConfig
     arbiter: Arbiter
     reported: ReportedSite
     plugins: dict[str, Any] = field(default_factory=dict)
+
+    def failure(self, reasons: list[BaseException]) -> tuple[int, str]:
+        """A worker's own status and line (78 for a configuration or an app that does not import),
+        else 69 and what failed, as launch says it."""
+        for reason in reasons:
+            if isinstance(reason, WorkerStartError) and reason.status == EX_CONFIG:
+                return EX_CONFIG, "wspbus: error: %s" % reason
+        return could_not_start(reasons)
 
     def banner(self) -> list[str]:
         pool = self.arbiter.pool
@@ -67,7 +76,7 @@ def supervisor_config(config: SiteConfig) -> SiteConfig:
     return own
 
 
-def build(bus: Any, config: SiteConfig, options: PoolOptions) -> Supervisor:
+def build(bus: Bus, config: SiteConfig, options: PoolOptions) -> Supervisor:
     """Construct and subscribe the supervisor's plugins; ConfigError for any mistake, bus untouched."""
     to_dict(config)  # a setting that cannot cross to the workers is a mistake now, not at their start
     listeners = Listeners(bus, config)
@@ -84,10 +93,7 @@ def build(bus: Any, config: SiteConfig, options: PoolOptions) -> Supervisor:
     parts += [listeners, *([control] if control else []), arbiter]
     subscribe_all(parts, config.source)
     _tell_systemd_of_reloads(arbiter, plugins.get("systemd"))
-    if config.graceful_timeout is not None:
-        bus.graceful_timeout = config.graceful_timeout + STOP_MARGIN
-    else:
-        bus.graceful_timeout = None
+    bus.graceful_timeout = None if config.graceful_timeout is None else config.graceful_timeout + STOP_MARGIN
     return Supervisor(bus, config, arbiter, reported, plugins)
 
 
@@ -115,48 +121,6 @@ def _tell_systemd_of_reloads(arbiter: Arbiter, notifier: Any) -> None:
     arbiter.on_reload = reloading
 
 
-def start(supervisor: Supervisor, out: TextIO | None = None) -> int:
-    """Start the supervisor (and generation 1); on failure one line on stderr and 69 (or 78)."""
-    daemon = supervisor.plugins.get("daemon")
-    if daemon is not None:
-        daemon.owner_reports_failure = True
-    try:
-        supervisor.bus.start()
-    except Exception as exc:
-        if supervisor.arbiter.interrupted:  # told to stop while starting: a stop, not a failure
-            return EX_OK
-        status, line = failure(exc)
-        if daemon is not None:
-            daemon.report_start_failure(status, line)
-        print(line, file=sys.stderr, flush=True)
-        return status
-    announce(cast(Any, supervisor), out)  # a Deployment's banner(), config and bus, as launch prints them
-    return EX_OK
-
-
-def failure(exc: BaseException) -> tuple[int, str]:
-    """The exit status and the one line for a failed start."""
-    reasons = exc.get_instances() if isinstance(exc, ChannelFailures) else [exc]
-    for reason in reasons:
-        if isinstance(reason, WorkerStartError) and reason.status == EX_CONFIG:
-            return EX_CONFIG, "wspbus: error: %s" % reason
-    message = "; ".join(str(reason) or type(reason).__name__ for reason in reasons)
-    return EX_UNAVAILABLE, "wspbus: error: the site could not start: %s" % message
-
-
-def supervise(config: SiteConfig, options: PoolOptions, bus: Any = None) -> int:
-    """Build, start and block until the supervisor exits; the process's exit status."""
-    if bus is None:
-        import wspbus
-
-        bus = wspbus.bus
-    try:
-        supervisor = build(bus, config, options)
-    except ConfigError as exc:
-        print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
-        return EX_CONFIG
-    status = start(supervisor)
-    if status != EX_OK:
-        return status
-    bus.block()
-    return EX_OK if supervisor.arbiter.interrupted else int(bus.exit_code)
+def supervise(config: SiteConfig, options: PoolOptions, bus: Bus | None = None) -> int:
+    """Build, start and block until the supervisor exits; the process's exit status (as launch() runs a site)."""
+    return run(process_bus(bus), functools.partial(build, config=config, options=options))
