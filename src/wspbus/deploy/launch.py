@@ -2,7 +2,11 @@
 
 ``deploy()`` builds everything from a SiteConfig and raises ConfigError for any mistake, before
 anything starts. ``launch()`` is what ``wspbus serve`` runs; ``quickstart()`` is the one-call
-API for a single app. The set of plugins is decided in one place, ``build_plugins()``.
+API for a single app. The set of plugins is decided in one place, ``build_plugins()``; ``run()``
+and ``start()`` also run a supervisor (deploy/supervisor), which builds its bus differently.
+
+(A little over 400 lines: building and running share the Deployment and the plugin table; the
+building blocks that stand alone are in site.py, mounts.py, paste.py and config.py.)
 """
 
 from __future__ import annotations
