@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 import subprocess
 import sys
@@ -58,7 +59,7 @@ class SteadyClient:
         while not self._stop.is_set():
             try:
                 status, body = get(self.url, self.path, timeout=10)
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:  # refused, reset, or cut off mid-response
                 self.failures.append(repr(exc))
                 continue
             now = time.monotonic()
