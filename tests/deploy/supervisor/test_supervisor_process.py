@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import sys
 import textwrap
+
+import pytest
 
 from serve_support import WSPBUS, ended
 from supervised import KeepAliveClient, tagged_pids, wait_gone
+
+from support import ACTIVATING_LAUNCHER
 
 
 def test_daemon_mode_returns_once_the_workers_serve_and_is_controlled_by_its_pid_file(site):
@@ -91,24 +93,12 @@ def test_a_drain_makes_every_worker_answer_not_ready(site):
     assert child.wait() == 0
 
 
-def test_socket_activation_passes_the_activated_socket_to_every_worker(site):
-    (site.run_dir / "activate.py").write_text(textwrap.dedent("""
-        # A stand-in for systemd: bind, put the socket on descriptor 3, exec the service.
-        import os, socket, sys
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen()
-        print("activated port", listener.getsockname()[1], flush=True)
-        if listener.fileno() != 3:
-            os.dup2(listener.fileno(), 3)
-        os.set_inheritable(3, True)
-        os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="web")
-        os.execv(sys.executable, [sys.executable, "-m", "wspbus", *sys.argv[1:]])
-    """))
-    child = site.spawn([sys.executable, site.run_dir / "activate.py", "serve", "--workers", "2", "--chdir",
-                        site.app_dir, "-b", "systemd:web", "site_app:app"], env=site.env, cwd=site.app_dir)
+@pytest.mark.parametrize("binds", [["-b", "systemd:web"], []], ids=["named", "no-bind"])
+def test_socket_activation_passes_the_activated_socket_to_every_worker(site, binds):
+    child = site.spawn(ACTIVATING_LAUNCHER, "systemd", *WSPBUS, "serve", "--workers", "2", "--chdir", str(site.app_dir),
+                       *binds, "site_app:app", name="launcher.py", env=site.env, cwd=site.app_dir)
     site.child = child
-    port = int(child.expect(r"^activated port (\d+)").group(1))
+    port = int(child.expect(r"^launcher bound (\d+)$").group(1))
     site.url = child.expect(r"^wspbus: serving (\S+)$").group(1)
-    assert site.url == "http://127.0.0.1:%d" % port
+    assert site.url == "http://127.0.0.1:%d" % port  # with no bind: every passed socket, and nothing else
     assert len({site.get()[1].split()[1] for _ in range(40)}) == 2  # both workers serve the activated socket

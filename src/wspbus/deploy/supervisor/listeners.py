@@ -16,7 +16,7 @@ from typing import Any
 from ...plugins.base import SimplePlugin
 from ...servers.sockets import activation
 from ...servers.sockets.binds import Bind, close_listener, open_listener, unix_file_identity
-from ..config import SiteConfig
+from ..config import SiteConfig, default_binds
 from .settings import server_configs
 
 __all__ = ["Listeners"]
@@ -37,7 +37,7 @@ class Listeners(SimplePlugin):
 
     def __init__(self, bus: Any, config: SiteConfig) -> None:
         super().__init__(bus)
-        self.binds = [[Bind.parse(text) for text in server.binds] for server in server_configs(config)]
+        self.binds = [[Bind.parse(text) for text in server.binds or default_binds()] for server in server_configs(config)]
         self._open: list[list[_Listener]] = []
 
     def start(self) -> None:
