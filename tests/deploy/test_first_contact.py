@@ -208,8 +208,10 @@ def listening_ports(pid: int) -> list[int]:
 
 
 def test_socket_activation_with_no_bind_serves_on_the_passed_socket_and_binds_nothing(spawn):
-    child = spawn(ACTIVATING_LAUNCHER, "systemd", *WSPBUS, "serve", "--chdir", str(MINIMAL), "hello:app",
-                  name="launcher.py")
+    # A single process: its reload re-executes it, which must find the same sockets (with workers,
+    # tests/deploy/supervisor/test_supervisor_process.py).
+    child = spawn(ACTIVATING_LAUNCHER, "systemd", *WSPBUS, "serve", "--single-process", "--chdir", str(MINIMAL),
+                  "hello:app", name="launcher.py")
     port = int(child.expect(r"^launcher bound (\d+)$").group(1))
     url = child.expect(r"^wspbus: serving (\S+)$").group(1)
     child.expect(r"^wspbus: mounted ")
