@@ -19,7 +19,7 @@ from typing import Any
 from ..._core.bus import Bus
 from ..config import SiteConfig
 from ..exits import EX_CONFIG
-from ..launch import build_plugins, could_not_start, run, subscribe_all
+from ..launch import build_plugins, check_pidfile_location, could_not_start, run, subscribe_all
 from ..process_bus import process_bus
 from .arbiter import Arbiter, WorkerStartError
 from .control_socket import ControlSocket
@@ -79,6 +79,8 @@ def supervisor_config(config: SiteConfig) -> SiteConfig:
 def build(bus: Bus, config: SiteConfig, options: PoolOptions) -> Supervisor:
     """Construct and subscribe the supervisor's plugins; ConfigError for any mistake, bus untouched."""
     to_dict(config)  # a setting that cannot cross to the workers is a mistake now, not at their start
+    if config.pidfile:
+        check_pidfile_location(config)
     listeners = Listeners(bus, config)
     control = ControlSocket(bus, config.pidfile) if config.pidfile else None
     arbiter = Arbiter(bus, config, listeners, options, control=control)
