@@ -89,7 +89,9 @@ def test_the_full_story_of_a_failed_start_still_reaches_a_log_file(tmp_path):
     assert_short_failure(result, 69, "address already in use")
     text = log.read_text()
     assert "Bus STARTING" in text and "Bus EXITED" in text
-    assert "HTTPServer.start" in text and "object at 0x" not in text
+    # The listener that failed to bind: the server's own (a single process) or the supervisor's sockets.
+    assert re.search(r"Error in 'start' listener (HTTPServer|Listeners)\.start: cannot bind", text), text
+    assert "object at 0x" not in text
 
 
 # -- --version ----------------------------------------------------------------------------
