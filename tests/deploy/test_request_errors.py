@@ -50,7 +50,7 @@ def apps(tmp_path):
 def test_a_failing_request_is_one_record_with_its_context(spawn, apps, mounts, path, record, error):
     child, urls = serve(spawn, "--chdir", apps, "-b", "127.0.0.1:0", *mounts)
     assert get(urls[0], path) == (500, b"Internal Server Error\n")
-    child.expect(r"^%s ERROR %s$" % (TIME, record))
+    child.expect(r"^%s ERROR (\[worker \d+\] )?%s$" % (TIME, record))  # a worker's records name it
     child.send(signal.SIGTERM)
     assert child.wait() == 0
     output = child.output()
