@@ -63,5 +63,5 @@ def test_an_asgi_site_without_a_websocket_library_says_so_once_at_start(spawn, m
                         "/=mixed:page", "/ws=mixed:echo")
     warnings = [line for line in child.lines if "websocket" in line.lower()]
     assert len(warnings) == 1, child.lines
-    assert re.search(r"WARNING This ASGI site cannot accept websockets: no websocket library is installed "
+    assert re.search(r"WARNING (\[worker \d+\] )?This ASGI site cannot accept websockets: no websocket library is installed "
                      r"\(pip install websockets\)$", warnings[0]), warnings
