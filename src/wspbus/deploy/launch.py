@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from .._core.bus import Bus, StartupError
+from .._core.bus import Bus, ChannelFailures, StartupError
 from ..plugins.pidfile import check_location
 from ..plugins.status import StatusFile
 from ..servers.httpserver import HTTPServer
@@ -339,27 +339,39 @@ def start(deployment: Startable, out: TextIO | None = None) -> int:
         daemon.owner_reports_failure = True
         daemon.launcher_lines = lambda: ["wspbus: daemon started, pid %d" % os.getpid(),
                                          *("wspbus: " + line for line in deployment.banner())]
-    logs = deployment.plugins.get("logs")
-    held = logs.hold() if logs is not None else None
-    debugging = logs is not None and logs.level <= logging.DEBUG
-    try:
-        deployment.bus.start()
-    except Exception as exc:
-        reasons = exc.get_instances() if hasattr(exc, "get_instances") else [exc]
-        if held is not None:  # the terminal gets the one line below; a log file, the whole story
-            told = all(isinstance(reason, StartupError) for reason in reasons)  # else: a bug, keep its traceback
-            held.release(terminal=not told or debugging)
+    reasons = start_bus(deployment.bus, deployment.plugins.get("logs"))
+    if reasons:
         status, line = deployment.failure(reasons)
         if daemon is not None:
             daemon.report_start_failure(status, line)
         print(line, file=sys.stderr, flush=True)
         return status
-    finally:
-        if held is not None:
-            held.release()
     if not deployment.bus.exit_begun:
         announce(deployment, out)
     return EX_OK
+
+
+def start_bus(bus: Bus, logs: Any = None) -> list[BaseException]:
+    """Start ``bus``, holding back what the ``logs`` router (a LogRouter, or None) writes meanwhile;
+    why it failed, or [] once it started (a worker of a supervisor starts its bus this way too).
+
+    A failure its listeners told (StartupError: one line says it all) keeps the held records off
+    the terminal, unless the level is debug; a log file gets them all the same. A bug (any other
+    exception) keeps its traceback on the terminal.
+    """
+    held = logs.hold() if logs is not None else None
+    try:
+        bus.start()
+    except Exception as exc:
+        reasons: list[BaseException] = exc.get_instances() if isinstance(exc, ChannelFailures) else [exc]
+        if held is not None:
+            told = all(isinstance(reason, StartupError) for reason in reasons)
+            held.release(terminal=not told or logs.level <= logging.DEBUG)
+        return reasons
+    finally:
+        if held is not None:
+            held.release()
+    return []
 
 
 def could_not_start(reasons: list[BaseException]) -> tuple[int, str]:

@@ -20,9 +20,10 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from ...plugins.logs import LogRouter
 from ..config import ConfigError, SiteConfig
 from ..exits import EX_CONFIG, EX_UNAVAILABLE
-from ..launch import Deployment, build_site, deploy, prepare_process
+from ..launch import Deployment, build_site, deploy, prepare_process, start_bus, start_failure
 from .channel import Message, WorkerChannel
 from .counting import RequestCounter, counted_site, resident_bytes
 from .heartbeat import Heartbeat
@@ -63,14 +64,13 @@ class Worker:
         self._handle_signals()
         self._dump_stacks_on_abort(config)
         try:
-            self._route_logs(config)
+            logs = self._route_logs(config)
             self.deployment = self._build(config)
         except ConfigError as exc:
             return self._failed(EX_CONFIG, str(exc))
-        try:
-            self.bus.start()
-        except Exception as exc:
-            return self._failed(EX_UNAVAILABLE, start_failure(exc))
+        reasons = start_bus(self.bus, logs)  # as `wspbus serve` starts a site: the terminal hears one line
+        if reasons:
+            return self._failed(EX_UNAVAILABLE, start_failure(reasons))
         if not self._begin_serving():
             self.bus.log("SIGTERM while starting: stopping now that the start is over")
             self.bus.exit()
@@ -111,15 +111,15 @@ class Worker:
         self.bus.log("Asking the supervisor to reload the workers")
         self.channel.send("reload")
 
-    def _route_logs(self, config: SiteConfig) -> None:
-        from ...plugins.logs import LogRouter
-
+    def _route_logs(self, config: SiteConfig) -> LogRouter:
         try:
-            LogRouter(self.bus, error_log=config.log_file or "-", access_log=config.access_log,
-                      level=logging.getLevelName(config.log_level.upper()),
-                      error_format=WORKER_LOG_FORMAT).subscribe()
+            router = LogRouter(self.bus, error_log=config.log_file or "-", access_log=config.access_log,
+                               level=logging.getLevelName(config.log_level.upper()),
+                               error_format=WORKER_LOG_FORMAT)
+            router.subscribe()
         except ValueError as exc:
             raise ConfigError("%s: %s" % (config.source, exc)) from None
+        return router
 
     def _handle_signals(self) -> None:
         from ...plugins.signals import SignalHandler
@@ -190,7 +190,6 @@ class Worker:
             self.bus.log("The supervisor is gone (its channel closed): exiting", level=30)
             self.bus.exit()
 
-
     def _rearm_autoreload(self) -> None:
         """The reload this worker asked for failed: watch again, so the next good save reloads."""
         reloader = self.deployment.plugins.get("reload") if self.deployment is not None else None
@@ -208,13 +207,6 @@ class Worker:
             timer.start()
         else:
             self.bus.exit()
-
-
-def start_failure(exc: BaseException) -> str:
-    """One line for a failed start: the failing listeners' messages (as ``wspbus serve`` says it)."""
-    get_instances = getattr(exc, "get_instances", None)
-    reasons = get_instances() if get_instances is not None else [exc]
-    return "; ".join(str(reason) or type(reason).__name__ for reason in reasons)
 
 
 def main() -> int:
