@@ -45,6 +45,8 @@ BUILTIN_PLUGINS = {
     "threads": "plugins.threads:ThreadManager", "systemd": "plugins.systemd:SystemdNotifier",
     "drain": "plugins.drain:Drainer", "health": "plugins.health:Health", "reaper": "plugins.reaper:ChildReaper",
 }
+#: What a Ctrl-C while the site loads ends the command with (and EX_INTERRUPTED).
+INTERRUPTED = "wspbus: interrupted while loading the site"
 #: Servers that speak websockets only with a library of their own choosing installed.
 NEEDS_WEBSOCKET_LIBRARY = ("uvicorn",)
 #: The plugins' arguments the site fills in (from [site] or its own objects): not settings of a table.
@@ -410,7 +412,7 @@ def run(bus: Bus, build: Callable[[Bus], Startable]) -> int:
         print("wspbus: error: %s" % exc, file=sys.stderr, flush=True)
         return EX_CONFIG
     except KeyboardInterrupt:  # Ctrl-C while a slow app imports: nothing runs yet, nothing to tell but that
-        print("wspbus: interrupted while loading the site", file=sys.stderr, flush=True)
+        print(INTERRUPTED, file=sys.stderr, flush=True)
         return EX_INTERRUPTED
     status = start(deployment)
     if status != EX_OK:

@@ -6,7 +6,8 @@ systemd, draining, the listening sockets); the Arbiter ties its workers to that 
 * 'start' (priority 80: after the sockets are bound at 75 and privileges dropped at 77) starts
   generation 1 and returns once every worker serves, so the bus is STARTED (the daemon's
   launcher exits 0, systemd hears READY=1) only when the site answers; a worker that cannot
-  start fails the start with its one line, and the command ends 69 (or 78) without retrying;
+  start fails the start with its one line, and the command ends 69 (or 78) without retrying
+  (130 for a Ctrl-C meanwhile, as a single process interrupted while loading the site);
 * 'stop' stops every worker at once and returns once all have exited, SIGKILLing those still
   running at ``graceful_timeout``;
 * 'graceful' and 'drain' are passed on to every worker; SIGHUP starts a rolling reload;
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -37,7 +39,11 @@ from .process import WorkerFailed, WorkerProcess, spawn_worker
 from .recycling import request_limit
 from .settings import to_dict, worker_config
 
-__all__ = ["Arbiter", "WorkerStartError"]
+__all__ = ["Arbiter", "StartInterrupted", "WorkerStartError"]
+
+
+class StartInterrupted(StartupError):
+    """Ctrl-C while the first workers were starting: the command ends as an interrupted load (130)."""
 
 
 class WorkerStartError(StartupError):
@@ -64,9 +70,12 @@ class Arbiter(SimplePlugin):
         self.on_reload: Callable[[bool], None] = lambda begins: None
         self._thread: LoopThread | None = None
         self._setup: dict[str, Any] = {}
+        self._gate = threading.Lock()  # the first start, and a stop or a Ctrl-C that may come during it
         self._starting = False
         #: A stop came while generation 1 was starting (a SIGTERM during the start): its failure is no error.
         self.interrupted = False
+        #: A Ctrl-C came while generation 1 was starting (loading the site): the start fails as interrupted.
+        self._abandoned = False
 
     def subscribe(self) -> None:
         self.bus.declare_channel(DRAIN_CHANNEL)
@@ -84,15 +93,22 @@ class Arbiter(SimplePlugin):
         if self._thread is None:
             self._thread = LoopThread("wspbus supervisor")
         self.pool = self._new_pool()
-        self._starting = True
+        with self._gate:
+            self._starting = True
+        failure: WorkerFailed | None = None
         try:
             self._run(self.pool.first_start())
-        except WorkerFailed as failure:
-            if self.interrupted:
-                return  # a stop (a SIGTERM) came during the start: the bus's exit stands, no failure
-            raise WorkerStartError(failure) from None
-        finally:
+        except WorkerFailed as exc:
+            failure = exc
+        with self._gate:
             self._starting = False
+            abandoned, interrupted = self._abandoned, self.interrupted
+        if abandoned:
+            raise StartInterrupted("interrupted while loading the site")
+        if interrupted:
+            return  # a stop (a SIGTERM) came during the start: the bus's exit stands, no failure
+        if failure is not None:
+            raise WorkerStartError(failure)
         if self.control is not None:
             self._run(self.control.serve(self.answer))
 
@@ -103,7 +119,8 @@ class Arbiter(SimplePlugin):
         pool = self.pool
         if pool is None or self._thread is None:
             return
-        self.interrupted = self._starting
+        with self._gate:
+            self.interrupted = self._starting
         if self.control is not None:
             self._thread.call_soon(self.control.close_server)
         self._run(pool.stop_all())
@@ -139,6 +156,17 @@ class Arbiter(SimplePlugin):
             self.bus.exit()
         else:
             self.reload()
+
+    def handle_SIGINT(self) -> None:
+        """Ctrl-C: exit. While the first workers start (they load the site), stop them instead: the
+        start fails as a single process's does when Ctrl-C interrupts its loading (one line, 130)."""
+        with self._gate:
+            abandon = self._starting and not self.interrupted
+            self._abandoned = self._abandoned or abandon
+        if abandon:
+            self._call_soon(lambda pool: pool.abandon_start())
+        else:
+            self.bus.exit()
 
     def handle_SIGTTIN(self) -> None:
         self._call_soon(lambda pool: pool.add_worker())

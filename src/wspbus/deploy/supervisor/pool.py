@@ -339,6 +339,11 @@ class Pool:
                      level=30)
             worker.signal(signal.SIGKILL)
 
+    def abandon_start(self) -> None:
+        """Stop every worker now, first_start() failing (a Ctrl-C while the first generation starts)."""
+        self.stopping = True
+        self._stop_all_now(self.workers)
+
     async def stop_all(self) -> None:
         """Stop every worker at once; return when all have exited (stragglers SIGKILLed at the bound)."""
         self.stopping = True

@@ -18,10 +18,10 @@ from typing import Any
 
 from ..._core.bus import Bus
 from ..config import SiteConfig
-from ..exits import EX_CONFIG
-from ..launch import build_plugins, check_pidfile_location, could_not_start, run, subscribe_all
+from ..exits import EX_CONFIG, EX_INTERRUPTED
+from ..launch import INTERRUPTED, build_plugins, check_pidfile_location, could_not_start, run, subscribe_all
 from ..process_bus import process_bus
-from .arbiter import Arbiter, WorkerStartError
+from .arbiter import Arbiter, StartInterrupted, WorkerStartError
 from .control_socket import ControlSocket
 from .listeners import Listeners
 from .pool import PoolOptions
@@ -49,6 +49,8 @@ class Supervisor:
         """A worker's own status and line (78 for a configuration or an app that does not import),
         else 69 and what failed, as launch says it."""
         for reason in reasons:
+            if isinstance(reason, StartInterrupted):
+                return EX_INTERRUPTED, INTERRUPTED
             if isinstance(reason, WorkerStartError) and reason.status == EX_CONFIG:
                 return EX_CONFIG, "wspbus: error: %s" % reason
         return could_not_start(reasons)
@@ -100,10 +102,12 @@ def build(bus: Bus, config: SiteConfig, options: PoolOptions) -> Supervisor:
 
 
 def _hand_signals_to(arbiter: Arbiter, signals: Any) -> None:
-    """SIGHUP reloads the workers (instead of re-executing); SIGTTIN/SIGTTOU scale them."""
+    """SIGHUP reloads the workers (instead of re-executing); SIGTTIN/SIGTTOU scale them; SIGINT during
+    the first start ends the command as an interrupted load."""
     if signals is None:
         return
     signals.handlers["SIGHUP"] = arbiter.handle_SIGHUP
+    signals.handlers["SIGINT"] = arbiter.handle_SIGINT
     signals.handlers["SIGTTIN"] = arbiter.handle_SIGTTIN
     signals.handlers["SIGTTOU"] = arbiter.handle_SIGTTOU
 

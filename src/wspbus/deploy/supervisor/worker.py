@@ -61,13 +61,14 @@ class Worker:
         config = from_dict(setup["config"])
         config.reload = config.reload and bool(setup.get("autoreload"))  # one watcher per site is enough
         self.bus.graceful_timeout = config.graceful_timeout
-        self._handle_signals()
+        self._ignore_group_signals()
         self._dump_stacks_on_abort(config)
         try:
             logs = self._route_logs(config)
             self.deployment = self._build(config)
         except ConfigError as exc:
             return self._failed(EX_CONFIG, str(exc))
+        self._handle_signals()  # not before: a SIGTERM while the site imports ends it there and then
         reasons = start_bus(self.bus, logs)  # as `wspbus serve` starts a site: the terminal hears one line
         if reasons:
             return self._failed(EX_UNAVAILABLE, start_failure(reasons))
@@ -121,11 +122,16 @@ class Worker:
             raise ConfigError("%s: %s" % (config.source, exc)) from None
         return router
 
+    def _ignore_group_signals(self) -> None:
+        """What a terminal sends the whole process group is the supervisor's to act on (and SIGUSR1
+        waits for the handler the worker has once its site is built)."""
+        for name in (*IGNORED_SIGNALS, "SIGUSR1"):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
     def _handle_signals(self) -> None:
+        """SIGTERM stops the worker (after its start, if it comes during it); SIGUSR1 is 'graceful'."""
         from ...plugins.signals import SignalHandler
 
-        for name in IGNORED_SIGNALS:
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
         handler = SignalHandler(self.bus)
         handler.handlers = {"SIGTERM": self._terminate, "SIGUSR1": self.bus.graceful}
         handler.subscribe()
