@@ -127,13 +127,13 @@ def test_one_error_log_and_one_access_log_for_all_workers_with_whole_lines(site)
     child.send(signal.SIGTERM)
     assert child.wait() == 0
     lines = access_log.read_text().splitlines()
-    assert len(lines) == 300
-    assert all(re.fullmatch(r'\S+ - - \[[^]]+\] "GET /page/\d+ HTTP/1\.1" 200 \d+ "-" "[^"]*"', line) for line in lines)
+    torn = [line for line in lines if not re.fullmatch(r'\S+ - - \[[^]]+\] "GET /page/\d+ HTTP/1\.1" 200 \d+ "-" "[^"]*"', line)]
+    assert len(lines) == 300 and not torn, (len(lines), torn)
     assert sorted(int(re.search(r"/page/(\d+)", line).group(1)) for line in lines) == list(range(300))
     errors = error_log.read_text().splitlines()
     workers = {int(pid) for pid in re.findall(r"^\S+ INFO \[worker (\d+)\] Bus STARTED$", "\n".join(errors), re.M)}
-    assert len(workers) == 3
-    assert all(re.match(r"\S+ [A-Z]+ ", line) for line in errors)  # whole lines, none torn
+    assert len(workers) == 3, errors
+    assert not [line for line in errors if not re.match(r"\S+ [A-Z]+ ", line)], errors  # whole lines, none torn
 
 
 def test_the_number_of_workers_may_come_from_the_site_file(site):
