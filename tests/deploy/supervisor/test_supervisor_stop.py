@@ -110,3 +110,17 @@ def test_sigterm_while_the_workers_start_ends_the_site_cleanly(site):
     assert "wspbus: serving" not in output and "wspbus: error" not in output
     assert len(re.findall(r"SIGTERM while starting: stopping now that the start is over", output)) == 2, output
     wait_gone(tagged_pids(site.tag))
+
+
+def test_sigterm_while_a_worker_imports_the_site_ends_it_at_once(site):
+    site.write_app(extra="""
+        import threading
+        os.write(1, b"importing slowly\\n")
+        threading.Event().wait(60)  # a slow import: nothing of the site runs yet, nothing to finish
+    """)
+    child = site.serve(workers=1, expect_banner=False)
+    child.expect(r"^importing slowly$")
+    child.send(signal.SIGTERM)
+    assert child.wait() == 0  # within the wait's deadline, not after the import's 60 s
+    assert "wspbus: serving" not in child.output()
+    wait_gone(tagged_pids(site.tag))
