@@ -8,7 +8,9 @@ subscribe there, its 'start'/'stop' listeners and ASGI lifespan run here), and a
 ``started`` or ``failed`` (one line). Then it serves until SIGTERM, or until the supervisor is gone.
 
 Signals a terminal sends to the whole process group (SIGINT, SIGHUP, SIGTTIN, SIGTTOU) are the
-supervisor's to act on: a worker ignores them, and ends when the supervisor tells it to.
+supervisor's to act on: a worker ignores them, and ends when the supervisor tells it to. Until its
+site is built, SIGTERM keeps its default action: a worker still importing the site has nothing to
+finish, and ends at once (a Ctrl-C or a stop must not wait for a slow import).
 """
 
 from __future__ import annotations
