@@ -284,10 +284,13 @@ def _server_protocol(name: str, wanted: str) -> str:
     return wanted if wanted in protocols else protocols[0]
 
 
-def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_process: bool = True) -> Deployment:
+def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_process: bool = True,
+           warn: bool = True) -> Deployment:
     """Prepare the process and put the site, its servers and plugins on ``bus`` (not started).
 
     Everything is built before anything is subscribed, so a mistake leaves the bus untouched.
+    ``warn``: log what the site cannot do (websockets); False where another process of the same
+    site says it (the supervisor's workers but one).
     """
     if site is None:
         prepare_process(config)
@@ -301,7 +304,7 @@ def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_proces
         check_pidfile_location(config)
         parts.append(StatusFile(bus, config.pidfile, deployment))
     subscribe_all(parts + deployment.servers, config.source)
-    if any(server.server in NEEDS_WEBSOCKET_LIBRARY for server in deployment.servers) and not websocket_library():
+    if warn and any(server.server in NEEDS_WEBSOCKET_LIBRARY for server in deployment.servers) and not websocket_library():
         bus.log("This ASGI site cannot accept websockets: no websocket library is installed "
                 "(pip install websockets)", level=30)  # now that the log is routed
     bus.subscribe("stop", site.close, priority=90)  # once the servers stopped: a2wsgi's threads go
