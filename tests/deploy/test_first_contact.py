@@ -78,11 +78,29 @@ def test_a_failing_asgi_lifespan_is_one_short_message(tmp_path, mode):
     assert_short_failure(result, 69, "the database is unreachable")
 
 
-def test_a_missing_pid_file_directory_is_a_configuration_error_found_before_starting(tmp_path, mode):
+@pytest.fixture
+def taken_port():
+    """A port something else listens on: a command that gets as far as binding it fails 69, not 78."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+def test_a_missing_pid_file_directory_is_a_configuration_error_found_before_starting(tmp_path, mode, taken_port):
     pidfile = tmp_path / "missing" / "site.pid"
-    result = run("serve", *mode.options, "--chdir", MINIMAL, "-b", "127.0.0.1:0", "--pidfile", pidfile, "hello:app")
+    result = run("serve", *mode.options, "--chdir", MINIMAL, "-b", "127.0.0.1:%d" % taken_port, "--pidfile", pidfile,
+                 "hello:app")
     assert_short_failure(result, 78, "the directory of PID file %s does not exist" % pidfile)
-    assert "STARTING" not in result.stderr
+
+
+def test_a_typo_in_a_plugin_table_is_found_before_starting(tmp_path, mode, taken_port):
+    """Even in a table of a plugin that is off, and (in the supervisor's mode) of one the workers
+    would run: the supervisor checks every table before it binds anything."""
+    (tmp_path / "site.toml").write_text("[[app]]\ntarget = 'hello:app'\n[plugins.reload]\nfrequncy = 1\n")
+    result = run("serve", *mode.options, "--config", tmp_path / "site.toml", "--chdir", MINIMAL,
+                 "-b", "127.0.0.1:%d" % taken_port)
+    assert_short_failure(result, 78, "[plugins.reload] frequncy: unknown setting (expected one of: frequency, ")
 
 
 def test_the_full_story_of_a_failed_start_still_reaches_a_log_file(tmp_path, mode):

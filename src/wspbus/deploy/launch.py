@@ -178,6 +178,21 @@ def construct(factory: Callable[..., Any], bus: Bus, where: str, options: dict[s
         raise ConfigError("%s: %s" % (where, exc)) from None
 
 
+def check_plugin_tables(config: SiteConfig) -> dict[str, bool]:
+    """Check every [plugins.NAME] table, whether its plugin is on or not (ConfigError for a typo);
+    name -> whether the table leaves its plugin on (``enabled``)."""
+    switchable = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
+    enabled: dict[str, bool] = {}
+    for name, table in config.plugins.items():
+        check_settings(_plugin_class(name, table.where), table.where, table.options, SITE_FILLED.get(name, ()),
+                       ("enabled",) if name in switchable else ())
+        value = table.options.get("enabled", True) if name in switchable else True
+        if not isinstance(value, bool):
+            raise ConfigError("%s enabled: expected true or false, got %r" % (table.where, value))
+        enabled[name] = value
+    return enabled
+
+
 def _wanted_plugins(config: SiteConfig, own_process: bool) -> dict[str, dict[str, Any]]:
     """Built-in plugin name -> the arguments the site fills in, in construction order."""
     wanted: dict[str, dict[str, Any]] = {}
@@ -194,12 +209,7 @@ def _wanted_plugins(config: SiteConfig, own_process: bool) -> dict[str, dict[str
     if config.reload:
         wanted["reload"] = {}
     switchable = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
-    for name, table in config.plugins.items():  # every table is checked, whether its plugin is on or not
-        check_settings(_plugin_class(name, table.where), table.where, table.options, SITE_FILLED.get(name, ()),
-                       ("enabled",) if name in switchable else ())
-        enabled = table.options.get("enabled", True) if name in switchable else True
-        if not isinstance(enabled, bool):
-            raise ConfigError("%s enabled: expected true or false, got %r" % (table.where, enabled))
+    for name, enabled in check_plugin_tables(config).items():
         if name in switchable and enabled and (own_process or name not in ("drain", "reaper")):
             wanted[name] = {}
     if own_process:
