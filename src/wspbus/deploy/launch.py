@@ -403,7 +403,7 @@ def announce(deployment: Startable, out: TextIO | None = None) -> None:
     """Print where the site serves and what is mounted (a daemon logs it: its stdout is gone)."""
     out = out or sys.stdout
     for line in deployment.banner():
-        print("wspbus: " + line, file=out)
+        out.write("wspbus: %s\n" % line)  # one write: print() writes the newline apart, and a log line may come between
         if deployment.config.daemon:
             deployment.bus.log(line[0].upper() + line[1:])
     out.flush()
