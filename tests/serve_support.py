@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from wspbus.testing import get  # http:// and unix: URLs, as the banner prints them
@@ -17,6 +18,28 @@ EXAMPLES = ROOT / "examples"
 #: A Pyramid project as its cookiecutter lays one out (the pyramid_installed fixture puts it on the path).
 PYRAMID = EXAMPLES / "pyramid_site"
 WSPBUS = [sys.executable, "-m", "wspbus"]
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way ``wspbus serve`` runs a site: ``options`` select it on the command line."""
+
+    name: str
+    options: tuple[str, ...]
+
+    @property
+    def supervised(self) -> bool:
+        return self.name == "supervisor"
+
+    @property
+    def log_tag(self) -> str:
+        """A pattern for what a log line's message starts with in this mode (a worker names itself)."""
+        return r"\[worker \d+\] " if self.supervised else ""
+
+
+#: The default (a supervisor and one worker, docs/supervisor.md) and --single-process; the
+#: ``mode`` fixture (tests/deploy/conftest.py) runs a test in each.
+SUPERVISED, SINGLE_PROCESS = MODES = (Mode("supervisor", ()), Mode("single-process", ("--single-process",)))
 
 
 def serve(spawn, *args: str, cwd=None, env=None):

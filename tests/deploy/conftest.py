@@ -1,4 +1,5 @@
-"""Fixtures shared by the tests of `wspbus serve` in one process and under a supervisor."""
+"""Fixtures shared by the tests of `wspbus serve` in one process and under a supervisor: ``mode``
+runs a test of what `wspbus serve` promises whichever way it runs the site."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import os
 import tomllib
 
 import pytest
-from serve_support import PYRAMID
+from serve_support import MODES, PYRAMID, Mode
+
+
+@pytest.fixture(params=MODES, ids=[mode.name for mode in MODES])
+def mode(request) -> Mode:
+    """Each of the two modes of `wspbus serve`: pass ``*mode.options`` after ``serve``."""
+    return request.param
 
 
 @pytest.fixture(scope="module")

@@ -47,10 +47,11 @@ def apps(tmp_path):
     (["/=failing:wsgi", "/api=failing:asgi"], "/w", r"GET /w failed in the app at / \(failing:wsgi, wsgi\)",
      "the WSGI app broke"),
 ], ids=["wsgi-only", "wsgi-site-with-mounts", "mixed-site-asgi-app", "asgi-only", "mixed-site-wsgi-app"])
-def test_a_failing_request_is_one_record_with_its_context(spawn, apps, mounts, path, record, error):
-    child, urls = serve(spawn, "--chdir", apps, "-b", "127.0.0.1:0", *mounts)
+def test_a_failing_request_is_one_record_with_its_context(spawn, apps, mounts, path, record, error, mode):
+    """In the supervisor's mode the record's line names the worker that served the request."""
+    child, urls = serve(spawn, *mode.options, "--chdir", apps, "-b", "127.0.0.1:0", *mounts)
     assert get(urls[0], path) == (500, b"Internal Server Error\n")
-    child.expect(r"^%s ERROR (\[worker \d+\] )?%s$" % (TIME, record))  # a worker's records name it
+    child.expect(r"^%s ERROR %s%s$" % (TIME, mode.log_tag, record))
     child.send(signal.SIGTERM)
     assert child.wait() == 0
     output = child.output()

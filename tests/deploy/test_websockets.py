@@ -8,7 +8,7 @@ import textwrap
 import tomllib
 
 import pytest
-from serve_support import ROOT, serve
+from serve_support import ROOT, SUPERVISED, serve
 
 MIXED_SITE = """
     def page(environ, start_response):
@@ -44,24 +44,45 @@ def test_the_asgi_extra_brings_a_websocket_library():
     assert "asgi" in extras["all"][0]
 
 
-def test_a_websocket_round_trip_through_a_mixed_site(spawn, mixed_site):
+def test_a_websocket_round_trip_through_a_mixed_site(spawn, mixed_site, mode):
     from websockets.sync.client import connect
 
-    child, urls = serve(spawn, "--chdir", mixed_site, "-b", "127.0.0.1:0", "/=mixed:page", "/ws=mixed:echo")
+    child, urls = serve(spawn, *mode.options, "--chdir", mixed_site, "-b", "127.0.0.1:0", "/=mixed:page",
+                        "/ws=mixed:echo")
     with connect(urls[0].replace("http://", "ws://") + "/ws/echo", open_timeout=10, close_timeout=5) as client:
         client.send("hello")
         assert client.recv(timeout=10) == "echo: hello"
     assert not any("websocket" in line.lower() for line in child.lines), child.lines
 
 
-def test_an_asgi_site_without_a_websocket_library_says_so_once_at_start(spawn, mixed_site):
-    (mixed_site / "no_websockets.py").write_text(textwrap.dedent("""
-        import sys
-        sys.modules["websockets"] = sys.modules["wsproto"] = None  # as if neither were installed
-    """))
-    child, urls = serve(spawn, "--chdir", mixed_site, "--import", "no_websockets", "-b", "127.0.0.1:0",
-                        "/=mixed:page", "/ws=mixed:echo")
+NO_WEBSOCKETS = """
+    import sys
+    sys.modules["websockets"] = sys.modules["wsproto"] = None  # as if neither were installed
+"""
+
+
+def websocket_warnings(child, mode) -> list[str]:
+    """The lines about websockets so far; exactly the one expected, in ``mode``'s form."""
     warnings = [line for line in child.lines if "websocket" in line.lower()]
     assert len(warnings) == 1, child.lines
-    assert re.search(r"WARNING (\[worker \d+\] )?This ASGI site cannot accept websockets: no websocket library is installed "
-                     r"\(pip install websockets\)$", warnings[0]), warnings
+    assert re.search(r"WARNING %sThis ASGI site cannot accept websockets: no websocket library is installed "
+                     r"\(pip install websockets\)$" % mode.log_tag, warnings[0]), warnings
+    return warnings
+
+
+def test_an_asgi_site_without_a_websocket_library_says_so_once_at_start(spawn, mixed_site, mode):
+    """In the supervisor's mode the worker says it (the site is imported there, not in the
+    supervisor), and its line carries its ``[worker PID]``."""
+    (mixed_site / "no_websockets.py").write_text(textwrap.dedent(NO_WEBSOCKETS))
+    child, urls = serve(spawn, *mode.options, "--chdir", mixed_site, "--import", "no_websockets",
+                        "-b", "127.0.0.1:0", "/=mixed:page", "/ws=mixed:echo")
+    websocket_warnings(child, mode)
+
+
+def test_with_several_workers_the_warning_is_still_said_once(spawn, mixed_site):
+    """Supervisor mode only (a single process has one say): the worker of slot 0 says it, not each."""
+    (mixed_site / "no_websockets.py").write_text(textwrap.dedent(NO_WEBSOCKETS))
+    child, urls = serve(spawn, "--workers", "3", "--chdir", mixed_site, "--import", "no_websockets",
+                        "-b", "127.0.0.1:0", "/=mixed:page", "/ws=mixed:echo")
+    child.expect(r"^wspbus: supervisor \d+, 3 workers: ")  # all started: each had its say by now
+    websocket_warnings(child, SUPERVISED)

@@ -181,6 +181,21 @@ def construct(factory: Callable[..., Any], bus: Bus, where: str, options: dict[s
         raise ConfigError("%s: %s" % (where, exc)) from None
 
 
+def check_plugin_tables(config: SiteConfig) -> dict[str, bool]:
+    """Check every [plugins.NAME] table, whether its plugin is on or not (ConfigError for a typo);
+    name -> whether the table leaves its plugin on (``enabled``)."""
+    switchable = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
+    enabled: dict[str, bool] = {}
+    for name, table in config.plugins.items():
+        check_settings(_plugin_class(name, table.where), table.where, table.options, SITE_FILLED.get(name, ()),
+                       ("enabled",) if name in switchable else ())
+        value = table.options.get("enabled", True) if name in switchable else True
+        if not isinstance(value, bool):
+            raise ConfigError("%s enabled: expected true or false, got %r" % (table.where, value))
+        enabled[name] = value
+    return enabled
+
+
 def _wanted_plugins(config: SiteConfig, own_process: bool) -> dict[str, dict[str, Any]]:
     """Built-in plugin name -> the arguments the site fills in, in construction order."""
     wanted: dict[str, dict[str, Any]] = {}
@@ -197,12 +212,7 @@ def _wanted_plugins(config: SiteConfig, own_process: bool) -> dict[str, dict[str
     if config.reload:
         wanted["reload"] = {}
     switchable = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
-    for name, table in config.plugins.items():  # every table is checked, whether its plugin is on or not
-        check_settings(_plugin_class(name, table.where), table.where, table.options, SITE_FILLED.get(name, ()),
-                       ("enabled",) if name in switchable else ())
-        enabled = table.options.get("enabled", True) if name in switchable else True
-        if not isinstance(enabled, bool):
-            raise ConfigError("%s enabled: expected true or false, got %r" % (table.where, enabled))
+    for name, enabled in check_plugin_tables(config).items():
         if name in switchable and enabled and (own_process or name not in ("drain", "reaper")):
             wanted[name] = {}
     if own_process:
@@ -287,10 +297,13 @@ def _server_protocol(name: str, wanted: str) -> str:
     return wanted if wanted in protocols else protocols[0]
 
 
-def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_process: bool = True) -> Deployment:
+def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_process: bool = True,
+           warn: bool = True) -> Deployment:
     """Prepare the process and put the site, its servers and plugins on ``bus`` (not started).
 
     Everything is built before anything is subscribed, so a mistake leaves the bus untouched.
+    ``warn``: log what the site cannot do (websockets); False where another process of the same
+    site says it (the supervisor's workers but one).
     """
     if site is None:
         prepare_process(config)
@@ -304,7 +317,7 @@ def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_proces
         check_pidfile_location(config)
         parts.append(StatusFile(bus, config.pidfile, deployment))
     subscribe_all(parts + deployment.servers, config.source)
-    if any(server.server in NEEDS_WEBSOCKET_LIBRARY for server in deployment.servers) and not websocket_library():
+    if warn and any(server.server in NEEDS_WEBSOCKET_LIBRARY for server in deployment.servers) and not websocket_library():
         bus.log("This ASGI site cannot accept websockets: no websocket library is installed "
                 "(pip install websockets)", level=30)  # now that the log is routed
     bus.subscribe("stop", site.close, priority=90)  # once the servers stopped: a2wsgi's threads go
@@ -398,7 +411,7 @@ def announce(deployment: Startable, out: TextIO | None = None) -> None:
         return
     out = out or sys.stdout
     for line in deployment.banner():
-        print("wspbus: " + line, file=out)
+        out.write("wspbus: %s\n" % line)  # one write: print() writes the newline apart, and a log line may come between
         if deployment.config.daemon:
             deployment.bus.log(line[0].upper() + line[1:])
     out.flush()

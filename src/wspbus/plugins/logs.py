@@ -357,9 +357,10 @@ class LogRouter(SimplePlugin):
         return routes
 
     def hold(self) -> HeldLog:
-        """Hold back what the routes would write until ``release()``: a start that fails is then
-        told in one line on the terminal, while a log file still gets the whole story."""
-        return HeldLog([route.handler for route in self._routes])
+        """Hold back what the routes would write on a stream (the terminal) until ``release()``: a
+        start that fails is then told in one line there. A log file is written as things happen:
+        it gets the whole story, in order with the other processes writing to it (workers)."""
+        return HeldLog([route.handler for route in self._routes if not isinstance(route.handler, logging.FileHandler)])
 
     def reopen(self, *args: object) -> None:
         """Reopen every log file at its path; on failure log one line and keep the old file."""
@@ -390,14 +391,14 @@ class HeldLog:
         self.records.append((handler, record))
 
     def release(self, terminal: bool = True) -> None:
-        """Write the held records, in order; ``terminal`` False writes them to files only (the
-        caller tells the terminal what happened itself)."""
+        """Write the held records, in order; ``terminal`` False drops them (the caller tells the
+        terminal what happened itself)."""
         for handler in self.handlers:
             for keeper in [f for f in handler.filters if isinstance(f, _Keeper) and f.held is self]:
                 handler.removeFilter(keeper)
         records, self.records = self.records, []
         for handler, record in records:
-            if terminal or isinstance(handler, logging.FileHandler):
+            if terminal:
                 handler.handle(record)
 
 

@@ -219,7 +219,7 @@ class Arbiter(SimplePlugin):
     def _spawn(self, generation: int, slot: int) -> WorkerProcess:
         fds = [fd for server in self.listeners.fds() for fd in server]
         options = self.options
-        setup = {**self._setup, "generation": generation, "autoreload": slot == 0,
+        setup = {**self._setup, "generation": generation, "slot": slot, "autoreload": slot == 0,
                  "max_requests": request_limit(options.max_requests, options.max_requests_jitter),
                  "max_rss": options.max_worker_memory}
         return spawn_worker(generation, slot, fds, setup)

@@ -19,7 +19,8 @@ from typing import Any
 from ..._core.bus import Bus
 from ..config import SiteConfig
 from ..exits import EX_CONFIG, EX_INTERRUPTED
-from ..launch import INTERRUPTED, build_plugins, check_pidfile_location, could_not_start, run, subscribe_all
+from ..launch import (INTERRUPTED, build_plugins, check_pidfile_location, check_plugin_tables, could_not_start, run,
+                      subscribe_all)
 from ..process_bus import process_bus
 from .arbiter import Arbiter, StartInterrupted, WorkerStartError
 from .control_socket import ControlSocket
@@ -81,6 +82,7 @@ def supervisor_config(config: SiteConfig) -> SiteConfig:
 def build(bus: Bus, config: SiteConfig, options: PoolOptions) -> Supervisor:
     """Construct and subscribe the supervisor's plugins; ConfigError for any mistake, bus untouched."""
     to_dict(config)  # a setting that cannot cross to the workers is a mistake now, not at their start
+    check_plugin_tables(config)  # the workers' tables too: a typo is told before anything starts
     if config.pidfile:
         check_pidfile_location(config)
     listeners = Listeners(bus, config)

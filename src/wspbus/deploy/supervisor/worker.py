@@ -67,7 +67,7 @@ class Worker:
         self._dump_stacks_on_abort(config)
         try:
             logs = self._route_logs(config)
-            self.deployment = self._build(config)
+            self.deployment = self._build(config, warn=setup.get("slot", 0) == 0)
         except ConfigError as exc:
             return self._failed(EX_CONFIG, str(exc))
         self._handle_signals()  # not before: a SIGTERM while the site imports ends it there and then
@@ -100,10 +100,11 @@ class Worker:
 
     # -- building ---------------------------------------------------------------------------
 
-    def _build(self, config: SiteConfig) -> Deployment:
+    def _build(self, config: SiteConfig, warn: bool) -> Deployment:
+        """The site on this worker's bus; ``warn``: say what the site cannot do (one worker says it)."""
         prepare_process(config)
         site = counted_site(build_site(config), self.counter)
-        deployment = deploy(self.bus, config, site, own_process=False)
+        deployment = deploy(self.bus, config, site, own_process=False, warn=warn)
         if "reload" in deployment.plugins:
             # A restart of a worker (the autoreloader's, or the site's own) is a rolling reload of
             # all of them: new workers first, then this one goes, so the site never stops serving.
