@@ -26,7 +26,7 @@ from .request_head import HeadLimits
 from .protocols import PROTOCOLS, choose_server, detect_protocol, module_of, spoken_by
 from .sockets.activation import PASSED
 from .sockets.addresses import address_of, bracketed
-from .sockets.binds import Bind, close_listener, open_listener, unix_file_identity
+from .sockets.binds import Bind, close_listener, no_delay, open_listener, unix_file_identity
 
 __all__ = ["HTTPServer"]
 
@@ -191,6 +191,7 @@ class HTTPServer(ServerAdapter):
             except BaseException:
                 self.socket_name = None
                 raise
+        no_delay(sock)  # whoever made it (us, the service manager, a previous incarnation)
         self._listener_identity = unix_file_identity(self.bind)
         return sock
 
