@@ -259,6 +259,9 @@ def figures_text(figures: Figures | None) -> tuple[str, str]:
 def show_table(title: str, table: str, rows: list[Row]) -> None:
     references = REFERENCES[table]
     print("\n## %s\n" % title)
+    if not any(row.target.table == table for row in rows):
+        print("(no row ran)")
+        return
     head = ["server", "app"]
     for client in CLIENTS:
         head += ["%s req/s" % client, "p99"] + ["vs %s" % column for column, _, _ in references]
