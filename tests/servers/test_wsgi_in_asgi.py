@@ -12,6 +12,7 @@ import threading
 
 import pytest
 
+from serving import get, wsgi_hello
 from support import DEADLINE
 from wspbus.servers import HTTPServer
 from wspbus.servers.wsgi_in_asgi import WsgiInAsgi
@@ -170,3 +171,11 @@ def test_an_empty_generator_still_sends_its_status(serve):
         return iter(())
 
     assert request(serve(app))[:1] == (204,)
+
+
+def test_a_wsgi_app_on_uvicorn_needs_no_a2wsgi(bus, monkeypatch):
+    monkeypatch.setitem(sys.modules, "a2wsgi", None)  # what an installation without a2wsgi gives
+    plugin = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="uvicorn", protocol="wsgi", access_log=False)
+    plugin.subscribe()
+    bus.start()
+    assert get(plugin.address, "/w")[1].startswith(b"hello /w")

@@ -28,27 +28,31 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .protocols import Environ, Message, Receive, Scope, Send, WSGIApp
+
 __all__ = ["WsgiInAsgi"]
 
 DEFAULT_THREADS = 10
 #: The size of the buffer a streamed request body is read through.
 BODY_BUFFER = 64 * 1024
 _NO_BODY_STATUSES = (204, 304)
+#: A whole response: (status, headers, body).
+_Whole = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 
 class WsgiInAsgi:
     """``app`` (WSGI) as an ASGI app, run on ``threads`` threads; ``close()`` ends the threads."""
 
-    def __init__(self, app: Callable[..., Any], threads: int | None = None) -> None:
+    def __init__(self, app: WSGIApp, threads: int | None = None) -> None:
         self.app = app
         self._pool = concurrent.futures.ThreadPoolExecutor(threads or DEFAULT_THREADS,
-                                                           thread_name_prefix="wspbus wsgi")
+                                                           thread_name_prefix="wspbus WSGI")
 
     def close(self) -> None:
         """Idle threads end at once; one still busy ends when its request returns."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._serve(scope, receive, send)
@@ -57,7 +61,7 @@ class WsgiInAsgi:
         elif kind == "websocket":  # WSGI has no websockets: refuse the handshake
             await send({"type": "websocket.close", "code": 1000})
 
-    async def _serve(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
         first = await receive()
         if first["type"] == "http.disconnect":
@@ -73,13 +77,13 @@ class WsgiInAsgi:
         await exchange.finish(response)
 
 
-def environ_of(scope: dict, body: Any) -> dict[str, Any]:
+def environ_of(scope: Scope, body: Any) -> Environ:
     """The WSGI environ of an ASGI HTTP request (PEP 3333: text is latin-1 decoded bytes)."""
     root = scope.get("root_path", "")
     path = scope["path"]
     if root and (path == root or path.startswith(root + "/")):
         path = path[len(root):]
-    environ: dict[str, Any] = {
+    environ: Environ = {
         "REQUEST_METHOD": scope["method"],
         "SCRIPT_NAME": root.encode("utf-8").decode("latin-1"),
         "PATH_INFO": path.encode("utf-8").decode("latin-1"),
@@ -121,18 +125,18 @@ class _Exchange:
     by then, None when it already streamed it (the loop then ends the body).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, send: Callable, head: bool) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send, head: bool) -> None:
         self._loop = loop
         self._send = send
         self._head = head
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._started = False  # the status and headers left
-        self._sending: concurrent.futures.Future | None = None  # the chunk on its way (streaming)
+        self._sending: concurrent.futures.Future[None] | None = None  # the chunk on its way (streaming)
 
     # -- on the pool thread -----------------------------------------------------------------
 
-    def run(self, app: Callable[..., Any], environ: dict) -> tuple[int, list, bytes] | None:
+    def run(self, app: WSGIApp, environ: Environ) -> _Whole | None:
         result = app(environ, self.start_response)
         try:
             if isinstance(result, (list, tuple)) and not self._started:
@@ -152,7 +156,7 @@ class _Exchange:
         self._wait_sent()
         return None
 
-    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
         if exc_info is not None:
             try:
                 if self._started:  # too late to change the response: PEP 3333 says re-raise
@@ -180,16 +184,16 @@ class _Exchange:
         if sending is not None:
             sending.result()  # raises what send() raised (the client went away): the app stops
 
-    def _start_message(self) -> dict:
+    def _start_message(self) -> Message:
         return {"type": "http.response.start", "status": self._status, "headers": self._headers}
 
     # -- on the loop ------------------------------------------------------------------------
 
-    async def _send_all(self, messages: list[dict]) -> None:
+    async def _send_all(self, messages: list[Message]) -> None:
         for message in messages:
             await self._send(message)
 
-    async def finish(self, response: tuple[int, list, bytes] | None) -> None:
+    async def finish(self, response: _Whole | None) -> None:
         if response is None:
             await self._send({"type": "http.response.body", "body": b"", "more_body": False})
             return
@@ -204,7 +208,7 @@ class _Exchange:
 class _RequestBody(io.RawIOBase):
     """A request body longer than its first message, fetched from the loop as the app reads it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Callable, first: bytes) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, first: bytes) -> None:
         super().__init__()
         self._loop = loop
         self._receive = receive
@@ -216,7 +220,7 @@ class _RequestBody(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         while not self._chunk and self._more:
-            message = asyncio.run_coroutine_threadsafe(self._receive(), self._loop).result()
+            message = asyncio.run_coroutine_threadsafe(self._next_message(), self._loop).result()
             if message["type"] != "http.request":  # the client went away: the body ends here
                 self._more = False
                 break
@@ -227,8 +231,11 @@ class _RequestBody(io.RawIOBase):
         self._chunk = self._chunk[size:]
         return size
 
+    async def _next_message(self) -> Message:
+        return await self._receive()
 
-async def _lifespan(receive: Callable, send: Callable) -> None:
+
+async def _lifespan(receive: Receive, send: Send) -> None:
     """A WSGI app has nothing to start or stop: answer both steps at once."""
     for step in ("startup", "shutdown"):
         message = await receive()
