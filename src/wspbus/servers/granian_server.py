@@ -10,8 +10,8 @@ it calls the signal's callbacks, which is the event stop() waits for (bounded by
 timeout; past it the requests left are not waited for, as Rust threads cannot be cut short).
 
 WSGI apps run on granian's Python threads (``options.threads``, 10 by default, as cheroot).
-ASGI apps run on the event loop their app's servers share, with the ASGI lifespan ours (see
-uvicorn_server.py), so what the app opens at startup belongs to the loop that serves it.
+ASGI apps run on the event loop their app's servers share, with the ASGI lifespan ours
+(app_loop.py), so what the app opens at startup belongs to the loop that serves it.
 
 The worker API is granian's internal one (``granian._granian``), called with keyword arguments
 so that a renamed parameter fails loudly; tests/servers run every server test against it.
@@ -20,12 +20,14 @@ so that a renamed parameter fails loudly; tests/servers run every server test ag
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import socket
 import threading
 from typing import Any
 
-from .backend import ServeOptions
+from .app_loop import AppLoop, join_app_loop, leave_app_loop
+from .backend import ServeOptions, SharedLoop
 from .sockets.binds import BACKLOG
 
 __all__ = ["create"]
@@ -35,27 +37,26 @@ DEFAULT_THREADS = 10
 BACKPRESSURE = 128
 
 
-def create(app: Any, listener: socket.socket, options: ServeOptions, protocol: str = "wsgi") -> "GranianServer":
-    return GranianServer(app, listener, options, protocol)
+def create(app: Any, listener: socket.socket, options: ServeOptions) -> "GranianServer":
+    return GranianServer(app, listener, options)
 
 
 class GranianServer:
     """One granian worker on a socket that already listens, stopped by its WorkerSignal."""
 
-    def __init__(self, app: Any, listener: socket.socket, options: ServeOptions, protocol: str) -> None:
+    def __init__(self, app: Any, listener: socket.socket, options: ServeOptions) -> None:
         self._app = app
         self._listener = listener
         self._options = options
-        self._protocol = protocol
+        #: ASGI: the loop this server runs on, the one its app's servers share, else one of its own.
+        self._loop_share = options.shared_loop or SharedLoop()
         self._signal: Any = None
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # WSGI: granian wants one, never runs it
-        self._shared: Any = None  # ASGI: the loop and lifespan this app's servers share
+        self._shared: AppLoop | None = None  # ASGI: the running loop and lifespan, once joined
 
     def prepare(self) -> None:
         """Start the worker on the listener; it accepts once this returns."""
-        from granian._granian import WorkerSignal
-
         logging.getLogger("_granian").setLevel(logging.WARNING)  # its "Started worker-1": the bus says it
         try:
             worker, scheduler, loop = self._worker()
@@ -63,34 +64,38 @@ class GranianServer:
             self._listener.close()
             self._release_loop()
             raise
-        self._signal = WorkerSignal()
+        self._stopped = threading.Event()
+        self._signal = _native().WorkerSignal()
         self._signal.add_cb(self._stopped.set)
-        serve = worker.serve_mtr_uds if self._listener.family == socket.AF_UNIX else worker.serve_mtr
+        serve = worker.serve_mtr_uds if self._unix else worker.serve_mtr
         serve(scheduler, loop, self._signal)
 
     def _worker(self) -> tuple[Any, Any, asyncio.AbstractEventLoop]:
         """granian's worker for our app on our listener, with the scheduler that runs the app."""
-        from granian import _granian
-        from granian._futures import _new_cbscheduler
-
-        holder = _granian.SocketHolder(self._listener.detach(), self._listener.family == socket.AF_UNIX, BACKLOG)
-        settings = dict(worker_id=1, sock=(None, holder), ipc=None, threads=1, backpressure=BACKPRESSURE,
-                        http_mode="auto")
-        if self._protocol == "asgi":
-            from granian._futures import _future_watcher_wrapper
-            from granian.asgi import _callback_wrapper as asgi_callback
-
-            self._shared = _shared_loop(self._app, self._options)
+        futures: Any = importlib.import_module("granian._futures")
+        if self._options.protocol == "asgi":
+            asgi: Any = importlib.import_module("granian.asgi")
+            self._shared = join_app_loop(self._loop_share, self._app, self._options, None)  # the lifespan starts
             loop = self._shared.thread.loop
-            callback = _future_watcher_wrapper(asgi_callback(self._shared.lifespan.with_state(self._app), {}, {}, None))
-            worker = _granian.ASGIWorker(**settings, websockets_enabled=True)
+            callback = futures._future_watcher_wrapper(
+                asgi._callback_wrapper(self._shared.lifespan.with_state(self._app), {}, {}, None))
+            worker = _native().ASGIWorker(**self._settings(), websockets_enabled=True)
         else:
-            from granian.wsgi import _callback_wrapper as wsgi_callback
-
+            wsgi: Any = importlib.import_module("granian.wsgi")
             loop = self._loop = asyncio.new_event_loop()
-            callback = wsgi_callback(self._app, {}, None)
-            worker = _granian.WSGIWorker(**settings, py_threads=self._options.threads or DEFAULT_THREADS)
-        return worker, _new_cbscheduler(loop, callback, impl_asyncio=True), loop
+            callback = wsgi._callback_wrapper(self._app, {}, None)
+            worker = _native().WSGIWorker(**self._settings(), py_threads=self._options.threads or DEFAULT_THREADS)
+        return worker, futures._new_cbscheduler(loop, callback, impl_asyncio=True), loop
+
+    def _settings(self) -> dict[str, Any]:
+        """The worker's settings; the listener's descriptor goes to granian, which closes it at its stop."""
+        holder = _native().SocketHolder(self._listener.detach(), self._unix, BACKLOG)
+        return dict(worker_id=1, sock=(None, holder), ipc=None, threads=1, backpressure=BACKPRESSURE,
+                    http_mode="auto")
+
+    @property
+    def _unix(self) -> bool:
+        return self._listener.family == socket.AF_UNIX
 
     def serve(self) -> None:
         """Wait until the worker has stopped (its requests finished)."""
@@ -103,7 +108,7 @@ class GranianServer:
         self._signal.set()
         timeout = self._options.graceful_timeout
         if not self._stopped.wait(timeout):
-            self._options.log("granian: requests still running after %g s; not waiting" % timeout, 30)
+            self._options.log("granian: requests still running after %s s; not waiting" % timeout, 30)
             self._stopped.set()  # serve() returns: the server thread is done with it
         self._release_loop()
 
@@ -113,16 +118,9 @@ class GranianServer:
             self._loop = None
         shared, self._shared = self._shared, None
         if shared is not None:
-            _leave_shared_loop(shared, self._options)
+            leave_app_loop(self._loop_share, shared, self._options.graceful_timeout)
 
 
-def _shared_loop(app: Any, options: ServeOptions) -> Any:
-    from .uvicorn_server import _join
-
-    return _join(options.shared_loop, app, options, None)
-
-
-def _leave_shared_loop(shared: Any, options: ServeOptions) -> None:
-    from .uvicorn_server import _leave
-
-    _leave(options.shared_loop, shared, options.graceful_timeout)
+def _native() -> Any:
+    """granian's compiled module; its type stubs lag behind what it takes (ipc, metrics)."""
+    return importlib.import_module("granian._granian")

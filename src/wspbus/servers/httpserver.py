@@ -55,11 +55,13 @@ class HTTPServer(ServerAdapter):
         self.limits = limits or HeadLimits()
         #: Where the server listens once started: (host, port) for TCP, the path for a Unix socket.
         self.address: tuple[str, int] | str | None = None
-        self._bridge = adapted(app, protocol, spoken_by(self.server), threads)
+        #: The protocol the server speaks to the app (the app's own, unless it is adapted).
+        self.spoken = spoken_by(self.server, protocol)
+        self._bridge = adapted(app, protocol, self.spoken, threads)
         #: The requests running, named in the log if a stop cuts them off.
         self.in_flight = InFlight()
-        self._served_app = self.in_flight.wrap(_with_access_log(self._bridge or app, spoken_by(self.server), access_log),
-                                               spoken_by(self.server))
+        self._served_app = self.in_flight.wrap(_with_access_log(self._bridge or app, self.spoken, access_log),
+                                               self.spoken)
         self._listener: socket.socket | None = None
         self._listener_identity: tuple[int, int] | None = None
         #: The name the listener goes by across a restart, while this server holds one.
@@ -97,7 +99,7 @@ class HTTPServer(ServerAdapter):
         self.address = address_of(self._listener)
         options = ServeOptions(threads=self.threads, graceful_timeout=getattr(self.bus, "graceful_timeout", None),
                                log=self.bus.log, name="wspbus %s" % self.bind, shared_loop=self._loop(),
-                               limits=self.limits)
+                               limits=self.limits, protocol=self.spoken)
         module = importlib.import_module("." + module_of(self.server), __package__)
         copy = self._listener.dup()
         try:

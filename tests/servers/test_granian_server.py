@@ -1,0 +1,95 @@
+"""granian specifics: both protocols natively, the ASGI lifespan once per app, restarts on one socket.
+
+The behaviour every server shares (IPv4, IPv6, Unix sockets, stops that finish requests in flight
+and refuse new connections, prompt idle stops, keep-alive without delayed ACKs) is tested for
+granian with the others, in test_httpserver.py and test_keep_alive.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from serving import SlowApp, asgi_hello, get, wsgi_hello
+from support import DEADLINE
+from wspbus.servers import HTTPServer, protocols_of
+
+pytest.importorskip("granian")
+
+
+def test_granian_speaks_both_protocols_without_a_bridge(bus):
+    assert protocols_of("granian") == ("wsgi", "asgi")
+    on_wsgi = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="granian", protocol="wsgi")
+    on_asgi = HTTPServer(bus, asgi_hello, "127.0.0.1:0", server="granian", protocol="asgi")
+    for plugin in (on_wsgi, on_asgi):
+        plugin.subscribe()
+    bus.start()
+    assert get(on_wsgi.address, "/w")[1].startswith(b"hello /w")
+    assert get(on_asgi.address, "/a")[1].startswith(b"hello /a")
+    assert on_wsgi._bridge is None and on_asgi._bridge is None  # served as they are, not through a2wsgi
+
+
+class LifespanApp:
+    """An ASGI app that counts its lifespan events and shares its startup state with requests."""
+
+    def __init__(self):
+        self.events = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                self.events.append(message["type"])
+                if message["type"] == "lifespan.startup":
+                    scope["state"]["pool"] = "opened at startup"
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        body = scope["state"]["pool"].encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+
+def test_the_lifespan_runs_once_for_the_binds_of_an_app(bus):
+    app = LifespanApp()
+    plugins = [HTTPServer(bus, app, bind, server="granian", protocol="asgi") for bind in ("127.0.0.1:0", "[::1]:0")]
+    for plugin in plugins:
+        plugin.subscribe()
+    bus.start()
+    assert [get(plugin.address)[1] for plugin in plugins] == [b"opened at startup"] * 2
+    assert app.events == ["lifespan.startup"]
+    bus.stop()
+    assert app.events == ["lifespan.startup", "lifespan.shutdown"]
+
+
+def test_graceful_restarts_granian_on_the_same_socket(bus):
+    plugin = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="granian")
+    plugin.subscribe()
+    bus.start()
+    address = plugin.address
+    for _ in range(2):
+        bus.graceful()
+        assert plugin.address == address and get(address, "/again")[1].startswith(b"hello /again")
+
+
+def test_a_stop_waits_for_a_request_in_flight_at_most_the_graceful_timeout(bus):
+    messages = []
+    bus.subscribe("log", lambda msg, level=20: messages.append(msg))
+    bus.graceful_timeout = 0.3
+    app = SlowApp("wsgi", delay=10)
+    plugin = HTTPServer(bus, app, "127.0.0.1:0", server="granian")
+    plugin.subscribe()
+    bus.start()
+    client = threading.Thread(target=get, args=(plugin.address, "/stuck"), kwargs={"timeout": 10}, daemon=True)
+    client.start()
+    assert app.entered.wait(DEADLINE)
+    began = time.monotonic()
+    bus.stop()
+    took = time.monotonic() - began
+    app.release.set()  # the request ends now; granian answers it and ends its worker
+    client.join(DEADLINE)
+    assert 0.3 <= took < 1.5
+    assert "granian: requests still running after 0.3 s; not waiting" in messages
