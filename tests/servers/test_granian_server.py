@@ -1,8 +1,9 @@
-"""granian specifics: both protocols natively, the ASGI lifespan once per app, restarts on one socket.
+"""granian specifics: both protocols natively, restarts on one socket, a bounded stop.
 
 The behaviour every server shares (IPv4, IPv6, Unix sockets, stops that finish requests in flight
 and refuse new connections, prompt idle stops, keep-alive without delayed ACKs) is tested for
-granian with the others, in test_httpserver.py and test_keep_alive.py.
+granian with the others, in test_httpserver.py and test_keep_alive.py; the ASGI lifespan (once
+for the binds of an app, failures, Starlette) in test_lifespan.py.
 """
 
 from __future__ import annotations
@@ -31,40 +32,6 @@ def test_granian_speaks_both_protocols_without_a_bridge(bus):
     assert get(on_wsgi.address, "/w")[1].startswith(b"hello /w")
     assert get(on_asgi.address, "/a")[1].startswith(b"hello /a")
     assert on_wsgi._bridge is None and on_asgi._bridge is None  # served as they are, not through a2wsgi
-
-
-class LifespanApp:
-    """An ASGI app that counts its lifespan events and shares its startup state with requests."""
-
-    def __init__(self):
-        self.events = []
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                self.events.append(message["type"])
-                if message["type"] == "lifespan.startup":
-                    scope["state"]["pool"] = "opened at startup"
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = scope["state"]["pool"].encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
-
-
-def test_the_lifespan_runs_once_for_the_binds_of_an_app(bus):
-    app = LifespanApp()
-    plugins = [HTTPServer(bus, app, bind, server="granian", protocol="asgi") for bind in ("127.0.0.1:0", "[::1]:0")]
-    for plugin in plugins:
-        plugin.subscribe()
-    bus.start()
-    assert [get(plugin.address)[1] for plugin in plugins] == [b"opened at startup"] * 2
-    assert app.events == ["lifespan.startup"]
-    bus.stop()
-    assert app.events == ["lifespan.startup", "lifespan.shutdown"]
 
 
 def test_graceful_restarts_granian_on_the_same_socket(bus):
