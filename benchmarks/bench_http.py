@@ -19,7 +19,8 @@ hello page, and a CPU-bound WSGI app (2 ms of the request thread's CPU time per 
 
 Rows: `wspbus serve` with each server it runs (cheroot is the default for WSGI, uvicorn for
 ASGI), a WSGI app inside a mixed WSGI+ASGI site (served as ASGI, the WSGI app on the bridge),
-and, once `wspbus serve --workers` exists, one and two workers; the peers alone: CherryPy's
+and, once the supervisor mode exists, `--single-process` and `--workers` 1 and 2 (a row whose
+option this wspbus lacks is skipped and named); the peers alone: CherryPy's
 engine on cheroot (cherrypy.quickstart), gunicorn (sync with 2 workers; gthread, 1 worker with
 10 threads), uvicorn, granian (its defaults: 1 worker) and waitress. A row whose tool is not
 installed is skipped and named. Ratios are row / reference (above 1: the row is faster).
@@ -92,6 +93,7 @@ HELLO = [
            ours=True),
     Target("wspbus mixed site (WSGI app)", "hello", "WSGI in ASGI site",
            wspbus("/asgi=hello_asgi:app", "/=hello_wsgi:app"), ("uvicorn",), ours=True),
+    Target("wspbus --single-process", "hello", "WSGI", wspbus("--single-process", "hello_wsgi:app"), ours=True),
     Target("wspbus --workers 1", "hello", "WSGI", wspbus("--workers", "1", "hello_wsgi:app"), ours=True),
     Target("wspbus --workers 2", "hello", "WSGI", wspbus("--workers", "2", "hello_wsgi:app"), ours=True),
     Target("CherryPy (engine + cheroot)", "hello", "CherryPy", ["hello_cherrypy.py", "{port}", "quiet"],
@@ -109,7 +111,7 @@ HELLO = [
     Target("granian alone", "hello", "ASGI", granian("asgi", "hello_asgi:app"), ("granian",)),
 ]
 CPU = [
-    Target("wspbus (one process)", "cpu", "CPU", wspbus("cpu_wsgi:app"), ours=True),
+    Target("wspbus (default)", "cpu", "CPU", wspbus("cpu_wsgi:app"), ours=True),
     Target("wspbus --workers 1", "cpu", "CPU", wspbus("--workers", "1", "cpu_wsgi:app"), ours=True),
     Target("wspbus --workers 2", "cpu", "CPU", wspbus("--workers", "2", "cpu_wsgi:app"), ours=True),
     Target("gunicorn sync -w 1", "cpu", "CPU", gunicorn("--workers", "1", "cpu_wsgi:app"), ("gunicorn",)),
@@ -334,22 +336,22 @@ def versions() -> str:
 
 # -- main -------------------------------------------------------------------------------------
 
-def has_workers_mode() -> bool:
-    """Whether this wspbus has `serve --workers` (the supervisor mode)."""
+def serve_options() -> set[str]:
+    """The options this wspbus's `serve` has (`--workers` once the supervisor mode exists)."""
     done = subprocess.run([sys.executable, "-m", "wspbus", "serve", "--help"], capture_output=True, text=True,
                           timeout=60, check=False)
-    return "--workers" in done.stdout
+    return set(re.findall(r"--[a-z][a-z-]*", done.stdout))
 
 
 def runnable(targets: list[Target], only: list[str]) -> tuple[list[Target], list[str]]:
-    workers = has_workers_mode()
+    known = serve_options()
     chosen, skipped = [], []
     for target in targets:
         if only and not any(text.lower() in ("%s %s" % (target.name, target.app)).lower() for text in only):
             continue
         missing = [module for module in target.needs if importlib.util.find_spec(module) is None]
-        if target.ours and "--workers" in target.command and not workers:
-            missing.append("wspbus serve --workers")
+        if target.ours:
+            missing += ["wspbus serve %s" % arg for arg in target.command if arg.startswith("--") and arg not in known]
         if missing:
             skipped.append("%s (%s): needs %s" % (target.name, target.app, ", ".join(missing)))
         else:
