@@ -22,7 +22,8 @@ ASGI), a WSGI app inside a mixed WSGI+ASGI site (served as ASGI, the WSGI app on
 and, once the supervisor mode exists, `--single-process` and `--workers` 1 and 2 (a row whose
 option this wspbus lacks is skipped and named); the peers alone: CherryPy's
 engine on cheroot (cherrypy.quickstart), gunicorn (sync with 2 workers; gthread, 1 worker with
-10 threads), uvicorn, granian (its defaults: 1 worker) and waitress. A row whose tool is not
+10 threads), uvicorn, granian (its defaults: 1 worker; and 2 workers, beside wspbus --workers 2
+on granian) and waitress. A row whose tool is not
 installed is skipped and named. Ratios are row / reference (above 1: the row is faster).
 """
 
@@ -104,11 +105,19 @@ HELLO = [
     Target("waitress alone", "hello", "WSGI", ["-m", "waitress", "--listen=127.0.0.1:{port}", "hello_wsgi:app"],
            ("waitress",)),
     Target("granian alone", "hello", "WSGI", granian("wsgi", "hello_wsgi:app"), ("granian",)),
+    Target("wspbus --workers 2 --server granian", "hello", "WSGI",
+           wspbus("--workers", "2", "--server", "granian", "hello_wsgi:app"), ("granian",), ours=True),
+    Target("granian alone --workers 2", "hello", "WSGI", granian("wsgi", "hello_wsgi:app") + ["--workers", "2"],
+           ("granian",)),
     Target("wspbus (default: uvicorn)", "hello", "ASGI", wspbus("hello_asgi:app"), ("uvicorn",), ours=True),
     Target("wspbus --server granian", "hello", "ASGI", wspbus("--server", "granian", "hello_asgi:app"),
            ("granian",), ours=True),
     Target("uvicorn alone", "hello", "ASGI", UVICORN + ["hello_asgi:app"], ("uvicorn",)),
     Target("granian alone", "hello", "ASGI", granian("asgi", "hello_asgi:app"), ("granian",)),
+    Target("wspbus --workers 2 --server granian", "hello", "ASGI",
+           wspbus("--workers", "2", "--server", "granian", "hello_asgi:app"), ("granian",), ours=True),
+    Target("granian alone --workers 2", "hello", "ASGI", granian("asgi", "hello_asgi:app") + ["--workers", "2"],
+           ("granian",)),
 ]
 CPU = [
     Target("wspbus (default)", "cpu", "CPU", wspbus("cpu_wsgi:app"), ours=True),
@@ -318,6 +327,12 @@ def show_targets(rows: list[Row]) -> None:
         if alone and best[0]:
             checks.append(("hello %s keep-alive, fastest wspbus (%s) >= 0.8x granian alone (%.2fx)"
                            % (app, best[1], best[0] / alone), best[0] >= 0.8 * alone))
+        for ours_name, theirs_name in (("wspbus --server granian", "granian alone"),
+                                       ("wspbus --workers 2 --server granian", "granian alone --workers 2")):
+            mine, theirs = rate_of(rows, ours_name, app), rate_of(rows, theirs_name, app)
+            if mine and theirs:  # like for like: the same number of processes serving
+                checks.append(("hello %s keep-alive, %s >= 0.8x %s (%.2fx)" % (app, ours_name, theirs_name,
+                                                                               mine / theirs), mine >= 0.8 * theirs))
     print("\n## Targets (issue 12)\n")
     for label, met in checks:
         print("- %s: %s" % (label, "met" if met else "MISSED"))
