@@ -10,9 +10,9 @@ thread that publishes) cannot wait for the drain, which ends only once that requ
 it starts the drain and leaves the waiting to a thread of its own.
 
 waitress warns on its 'waitress.queue' logger for every request that waits for a free thread:
-under load (more connections than threads, the usual case) a log line per request, which cost
-a fifth of the throughput of a hello app. Unless the site set that logger's level, only its
-errors are kept.
+under load (more connections than threads, the usual case) a log line per request, formatted
+and written while the site is busiest. Unless the site set that logger's level, only its errors
+are kept.
 """
 
 from __future__ import annotations
