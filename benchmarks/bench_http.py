@@ -3,16 +3,18 @@
     python benchmarks/bench_http.py [--duration S] [--rounds N] [--only TEXT ...] [--quick]
 
 Every server runs in a process of its own (its own process group, stdin on /dev/null, output to
-a log file shown on failure) on 127.0.0.1, on a port picked by binding port 0 first. Once it
-answers a GET with 200, wrk (Debian's package: apt-get install wrk) warms it up for 1 s, then
-measures it twice, ``--duration`` seconds each, with one thread and 10 connections:
+a log file shown on failure) on 127.0.0.1, on a port picked by binding port 0 first. All of them
+are started first; once one answers a GET with 200, wrk (Debian's package: apt-get install wrk)
+warms it up for 1 s. Then each round measures every server in turn, twice, ``--duration``
+seconds each, with one thread and 10 connections:
 
 * keep-alive: ``wrk -t1 -c10``: each connection sends its requests one after another;
 * new connections: the same with ``-H 'Connection: close'``: a new connection per request.
 
-Then the server gets SIGTERM (its whole group SIGKILL 5 s later if it is still there). wrk runs
-on the same two cores as the server, alike for every row: compare ratios, not absolute figures.
-With ``--rounds N`` every measurement is taken N times, servers interleaved, and the median shown.
+The servers waiting for their turn are idle. With ``--rounds N`` the table shows each figure's
+median over the N rounds, so that a change of the machine's load during the run hits every row
+alike. At the end every server gets SIGTERM (its whole group SIGKILL 5 s later if it is still
+there). wrk runs on the same two cores as the servers: compare ratios, not absolute figures.
 
 Apps (benchmarks/apps): a hello WSGI app and a hello ASGI app (9 bytes of text), CherryPy's
 hello page, and a CPU-bound WSGI app (2 ms of the request thread's CPU time per request).
@@ -233,18 +235,34 @@ class Row:
                        sum(run.errors for run in runs))
 
 
-def measure(row: Row, seconds: float, logdir: Path) -> None:
-    """Start the row's server, warm it up, run both clients, stop it; a failure is kept in the row."""
-    server = Server(row.target, logdir)
+def measure(rows: list[Row], rounds: int, seconds: float, logdir: Path) -> list[float]:
+    """Start every row's server and warm it up; then, each round, run both clients against every
+    row in turn; stop them all. A failure is kept in its row. Returns the load average after each round."""
+    servers: dict[int, Server] = {}
+    loads = []
     try:
-        server.wait_ready(START_DEADLINE)
-        wrk(server.port, WARM_UP, [])
-        for client, extra in CLIENTS.items():
-            row.runs[client].append(wrk(server.port, seconds, extra))
-    except (BenchError, OSError) as exc:
-        row.failure = str(exc)
+        for row in rows:
+            try:
+                server = servers[id(row)] = Server(row.target, logdir)
+                server.wait_ready(START_DEADLINE)
+                wrk(server.port, WARM_UP, [])
+            except (BenchError, OSError) as exc:
+                row.failure = str(exc)
+        for round_number in range(rounds):
+            for row in rows:
+                if row.failure:
+                    continue
+                try:
+                    for client, extra in CLIENTS.items():
+                        row.runs[client].append(wrk(servers[id(row)].port, seconds, extra))
+                except (BenchError, OSError) as exc:
+                    row.failure = str(exc)
+            loads.append(os.getloadavg()[0])
+            print("  round %d of %d done (load %.2f)" % (round_number + 1, rounds, loads[-1]), file=sys.stderr)
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
+    return loads
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -390,15 +408,11 @@ def main() -> int:
     logdir = Path(tempfile.mkdtemp(prefix="bench-http-"))
     load = os.getloadavg()[0]
     began = time.perf_counter()
-    for round_number in range(options.rounds):
-        for row in rows:
-            if not row.failure:
-                measure(row, seconds, logdir)
-            print("  round %d: %s (%s) done" % (round_number + 1, row.target.name, row.target.app), file=sys.stderr)
-    print("\n`python %s` (%.0f s in all)\n\nPython %s, %d CPUs, load before the run %.2f; %s; wrk -t1 -c%d, "
-          "%g s per measurement, median of %d round(s)"
+    loads = measure(rows, options.rounds, seconds, logdir)
+    print("\n`python %s` (%.0f s in all)\n\nPython %s, %d CPUs, load average %.2f before the run, %s after each "
+          "round; %s; wrk -t1 -c%d, %g s per measurement, median of %d round(s)"
           % (" ".join(sys.argv), time.perf_counter() - began, sys.version.split()[0], os.cpu_count(),
-             load, versions(), CONNECTIONS, seconds, options.rounds))
+             load, ", ".join("%.2f" % each for each in loads), versions(), CONNECTIONS, seconds, options.rounds))
     for line in skipped:
         print("\nnot run: %s" % line)
     show_table("Hello app: keep-alive and new-connection clients", "hello", rows)
