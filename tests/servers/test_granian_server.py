@@ -69,3 +69,19 @@ def test_a_stop_waits_for_a_request_in_flight_at_most_the_graceful_timeout():
         client.join(DEADLINE)
     assert 0.3 <= took < 1.5 and not serving.is_alive()
     assert messages == ["granian: requests still running after 0.3 s; not waiting"]
+
+
+def test_the_environ_holds_the_request_not_the_process_environment(bus, monkeypatch):
+    """granian's own WSGI wrapper copies every environment variable into each request's environ."""
+    monkeypatch.setenv("WSPBUS_TEST_SECRET", "not for the app")
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"written first; ")  # PEP 3333's write(): before the returned body
+        leaked = "WSPBUS_TEST_SECRET" in environ or "PATH" in environ
+        return [b"leaked" if leaked else b"clean", b" ", environ["PATH_INFO"].encode()]
+
+    plugin = HTTPServer(bus, app, "127.0.0.1:0", server="granian")
+    plugin.subscribe()
+    bus.start()
+    assert get(plugin.address, "/x") == (200, b"written first; clean /x")
