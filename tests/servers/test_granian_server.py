@@ -8,6 +8,7 @@ for the binds of an app, failures, Starlette) in test_lifespan.py.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -17,6 +18,7 @@ from serving import SlowApp, asgi_hello, get, wsgi_hello
 from support import DEADLINE
 from wspbus.servers import HTTPServer, granian_server, protocols_of
 from wspbus.servers.backend import ServeOptions
+from wspbus.servers.request_head import HeadLimits
 from wspbus.servers.sockets.binds import Bind, open_listener
 
 pytest.importorskip("granian")
@@ -85,3 +87,32 @@ def test_the_environ_holds_the_request_not_the_process_environment(bus, monkeypa
     plugin.subscribe()
     bus.start()
     assert get(plugin.address, "/x") == (200, b"written first; clean /x")
+
+
+def test_a_head_that_trickles_in_ends_its_connection_after_the_head_timeout(bus):
+    plugin = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="granian", limits=HeadLimits(head_timeout=0.5))
+    plugin.subscribe()
+    bus.start()
+    with socket.create_connection(plugin.address, timeout=DEADLINE) as trickler:
+        trickler.sendall(b"GET / HTTP/1.1\r\n")
+        began = time.monotonic()
+        closed = threading.Event()
+
+        def trickle():
+            while not closed.is_set() and time.monotonic() - began < DEADLINE:
+                try:
+                    trickler.sendall(b"X-A: 1\r\n")
+                except OSError:
+                    return  # closed by the server
+                closed.wait(0.05)
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        try:
+            assert trickler.recv(1000) == b""  # closed, without an answer
+            took = time.monotonic() - began
+        finally:
+            closed.set()
+            sender.join(DEADLINE)
+    assert 0.4 < took < 3
+    assert get(plugin.address)[0] == 200

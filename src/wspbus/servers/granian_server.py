@@ -19,7 +19,9 @@ Request heads are held to ``options.limits`` as with every server (request_head.
 what granian parsed, before the app runs. One difference stays: a request with both
 Content-Length and Transfer-Encoding reaches us with the Content-Length already dropped (hyper
 frames the body as chunked, and closes the connection after the response: RFC 9112 6.3 allows
-that as well as a 400).
+that as well as a 400). A head that trickles in ends its connection after ``head_timeout``; a
+connection that sends nothing at all is kept (tokio holds it without a thread, so it starves
+no request).
 
 The worker API is granian's internal one (``granian._granian``), called with keyword arguments
 so that a renamed parameter fails loudly; tests/servers run every server test against it.
@@ -101,8 +103,10 @@ class GranianServer:
     def _settings(self) -> dict[str, Any]:
         """The worker's settings; the listener's descriptor goes to granian, which closes it at its stop."""
         holder = _native().SocketHolder(self._listener.detach(), self._unix, BACKLOG)
+        http: Any = importlib.import_module("granian.http")
+        head_timeout = http.HTTP1Settings(header_read_timeout=max(1, int(self._options.limits.head_timeout * 1000)))
         return dict(worker_id=1, sock=(None, holder), ipc=None, threads=1, backpressure=BACKPRESSURE,
-                    http_mode="auto")
+                    http_mode="auto", http1_opts=head_timeout)
 
     @property
     def _unix(self) -> bool:
