@@ -12,7 +12,7 @@ from wspbus._core.bus import Bus, ChannelFailures
 from wspbus.testing import get as wspbus_get
 
 #: Every server, with the protocol its app speaks natively.
-SERVER_PROTOCOLS = {"cheroot": "wsgi", "waitress": "wsgi", "stdlib": "wsgi", "uvicorn": "asgi"}
+SERVER_PROTOCOLS = {"cheroot": "wsgi", "waitress": "wsgi", "stdlib": "wsgi", "uvicorn": "asgi", "granian": "wsgi"}
 
 
 def wsgi_hello(environ, start_response):

@@ -63,7 +63,7 @@ def exchange(address, request: bytes, deadline: float = 5.0) -> tuple[int, bool]
     return int(status), closed
 
 
-@pytest.fixture(params=["cheroot", "waitress", "uvicorn", "stdlib"])
+@pytest.fixture(params=["cheroot", "waitress", "uvicorn", "stdlib", "granian"])
 def served(request, bus):
     server = request.param
     plugin = HTTPServer(bus, hello_app(server), "127.0.0.1:0", server=server,
@@ -76,6 +76,10 @@ def served(request, bus):
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_head_is_refused_and_the_connection_closed(served, name):
     request, expected = HOSTILE[name]
+    if served.server == "granian" and name == "Content-Length with chunked":
+        # hyper drops the Content-Length before Python sees the request, frames the body as
+        # chunked and closes the connection after answering (RFC 9112 6.3 allows either)
+        expected = 200
     assert exchange(served.address, request) == (expected, True)
 
 

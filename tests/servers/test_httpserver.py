@@ -192,7 +192,7 @@ def test_auto_picks_cheroot_for_wsgi_and_uvicorn_for_asgi(bus):
     assert HTTPServer(bus, asgi_hello, "127.0.0.1:0", protocol="asgi").server == "uvicorn"
     assert HTTPServer(bus, asgi_hello, "127.0.0.1:0", protocol="auto").protocol == "asgi"
     assert HTTPServer(bus, wsgi_hello, "127.0.0.1:0", protocol="auto").protocol == "wsgi"
-    assert set(SERVERS) == {"cheroot", "waitress", "uvicorn", "stdlib"}
+    assert set(SERVERS) == {"cheroot", "waitress", "uvicorn", "stdlib", "granian"}
     assert protocols_of("uvicorn") == ("asgi",) and protocols_of("auto") == ("wsgi", "asgi")
 
 
@@ -209,7 +209,7 @@ def test_a_server_that_is_not_installed_is_named_with_its_extra(bus, monkeypatch
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"server": "gunicorn"}, "unknown server 'gunicorn': expected auto, cheroot, waitress, uvicorn, stdlib"),
+    ({"server": "gunicorn"}, "unknown server 'gunicorn': expected auto, cheroot, waitress, uvicorn, stdlib, granian"),
     ({"protocol": "cgi"}, "unknown protocol 'cgi': expected 'wsgi', 'asgi' or 'auto'"),
     ({"threads": 0}, "threads must be a positive number, not 0"),
 ])

@@ -1,4 +1,4 @@
-"""The ASGI lifespan tied to the bus, with uvicorn and real apps that record their events."""
+"""The ASGI lifespan tied to the bus, with uvicorn and granian and real apps that record their events."""
 
 from __future__ import annotations
 
@@ -49,13 +49,21 @@ class RecordingApp:
                 return
 
 
-def serve(bus, app, bind="127.0.0.1:0"):
-    plugin = HTTPServer(bus, app, bind, server="uvicorn", protocol="asgi")
-    plugin.subscribe()
-    return plugin
+@pytest.fixture(params=["uvicorn", "granian"])
+def serve(request):
+    """serve(bus, app, bind): an HTTPServer for ``app`` on each server that runs the ASGI lifespan."""
+    if request.param == "granian":
+        pytest.importorskip("granian")
+
+    def serve(bus, app, bind="127.0.0.1:0"):
+        plugin = HTTPServer(bus, app, bind, server=request.param, protocol="asgi")
+        plugin.subscribe()
+        return plugin
+
+    return serve
 
 
-def test_startup_when_the_bus_starts_state_in_requests_shutdown_at_stop(bus):
+def test_startup_when_the_bus_starts_state_in_requests_shutdown_at_stop(bus, serve):
     app = RecordingApp()
     plugin = serve(bus, app)
     seen_at_started = []
@@ -68,7 +76,7 @@ def test_startup_when_the_bus_starts_state_in_requests_shutdown_at_stop(bus):
     assert app.events == ["lifespan.startup", "lifespan.shutdown"]
 
 
-def test_failed_startup_fails_start_with_the_apps_message(bus):
+def test_failed_startup_fails_start_with_the_apps_message(bus, serve):
     app = RecordingApp(fail_startup="database unreachable")
     plugin = serve(bus, app)
     with pytest.raises(ChannelFailures) as caught:
@@ -80,7 +88,7 @@ def test_failed_startup_fails_start_with_the_apps_message(bus):
     assert_refused(plugin.address)  # nothing left listening
 
 
-def test_exception_during_startup_is_a_failure_with_its_message(bus):
+def test_exception_during_startup_is_a_failure_with_its_message(bus, serve):
     serve(bus, RecordingApp(raise_at_startup=ConnectionError("no route to db")))
     with pytest.raises(ChannelFailures) as caught:
         bus.start()
@@ -88,13 +96,13 @@ def test_exception_during_startup_is_a_failure_with_its_message(bus):
     assert message == "ASGI lifespan startup failed: ConnectionError: no route to db"
 
 
-def test_app_without_lifespan_is_served_without_it(bus):
+def test_app_without_lifespan_is_served_without_it(bus, serve):
     plugin = serve(bus, asgi_hello)  # raises on a lifespan scope before receiving anything
     bus.start()
     assert get(plugin.address, "/x")[1].startswith(b"hello /x")
 
 
-def test_starlette_lifespan_and_request_state(bus):
+def test_starlette_lifespan_and_request_state(bus, serve):
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
@@ -118,7 +126,7 @@ def test_starlette_lifespan_and_request_state(bus):
     assert events == ["startup", "shutdown"]
 
 
-def test_starlette_failing_startup_gives_one_line(bus):
+def test_starlette_failing_startup_gives_one_line(bus, serve):
     from starlette.applications import Starlette
 
     @contextlib.asynccontextmanager
@@ -133,7 +141,7 @@ def test_starlette_failing_startup_gives_one_line(bus):
     assert message == "ASGI lifespan startup failed: RuntimeError: missing SECRET_KEY"
 
 
-def test_port_is_free_again_after_a_failed_startup(bus):
+def test_port_is_free_again_after_a_failed_startup(bus, serve):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -167,7 +175,7 @@ class LoopCheckingApp:
         await send({"type": "http.response.body", "body": b"startup's loop" if same else b"another loop"})
 
 
-def test_the_binds_of_one_app_share_its_loop_and_its_lifespan_runs_once(bus):
+def test_the_binds_of_one_app_share_its_loop_and_its_lifespan_runs_once(bus, serve):
     app = LoopCheckingApp()
     binds = [serve(bus, app), serve(bus, app)]
     bus.start()
@@ -190,7 +198,7 @@ def test_the_server_tables_of_a_site_share_its_loop_and_its_lifespan_runs_once(b
     assert [get(server.address) for server in deployment.servers] == [(200, b"startup's loop")] * 3
 
 
-def test_a_site_app_that_raises_at_startup_fails_the_start_naming_its_mount_point(bus):
+def test_a_site_app_that_raises_at_startup_fails_the_start_naming_its_mount_point(bus, serve):
     site = Site([mount_app("/", RecordingApp()),
                  mount_app("/x", RecordingApp(raise_at_startup=RuntimeError("db unreachable")))])
     plugin = serve(bus, site.app())

@@ -58,7 +58,7 @@ class Slowloris:
         self._stack.close()
 
 
-@pytest.mark.parametrize("server", ["auto", "waitress", "uvicorn"])
+@pytest.mark.parametrize("server", ["auto", "waitress", "uvicorn", "granian"])
 def test_normal_clients_are_answered_during_a_slowloris(bus, server):
     # auto: the default WSGI server, cheroot, 10 threads
     plugin = HTTPServer(bus, hello_app(server if server != "auto" else "cheroot"), "127.0.0.1:0", server=server,

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from serving import SlowApp
+from serving import SlowApp, get
+from support import DEADLINE
 from wspbus.servers import HTTPServer
 
 
@@ -67,3 +68,38 @@ def _quiet_waitress():
     logger.setLevel(logging.CRITICAL)
     yield
     logger.setLevel(level)
+
+
+def test_a_request_that_waits_for_a_thread_logs_nothing(bus):
+    """waitress warns for every request queued behind busy threads: under load, a line per request."""
+    queue_log, waitress_log = logging.getLogger("waitress.queue"), logging.getLogger("waitress")
+    levels = queue_log.level, waitress_log.level
+    queue_log.setLevel(logging.NOTSET)  # as in a fresh process (and not as _quiet_waitress made it)
+    waitress_log.setLevel(logging.NOTSET)
+    recorder = Recorder()
+    queue_log.addHandler(recorder)
+    app = SlowApp("wsgi", delay=10)
+    plugin = HTTPServer(bus, app, "127.0.0.1:0", server="waitress", threads=1)
+    plugin.subscribe()
+    answers = []
+    clients = [threading.Thread(target=lambda: answers.append(get(plugin.address, "/slow"))) for _ in range(2)]
+    try:
+        bus.start()
+        clients[0].start()
+        assert app.entered.wait(DEADLINE)  # the only thread is busy
+        clients[1].start()
+        queued = plugin.httpserver._server.task_dispatcher.queue
+        deadline = time.monotonic() + DEADLINE
+        while not queued and time.monotonic() < deadline:  # test side: until waitress queued it
+            time.sleep(0.005)
+        assert queued
+        app.release.set()
+        for client in clients:
+            client.join(DEADLINE)
+    finally:
+        app.release.set()
+        queue_log.removeHandler(recorder)
+        queue_log.setLevel(levels[0])
+        waitress_log.setLevel(levels[1])
+    assert answers == [(200, b"slow")] * 2
+    assert recorder.messages == []

@@ -104,7 +104,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
     servers.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
                          help="HOST:PORT, [IPV6]:PORT, unix:PATH, fd://N or systemd:NAME; port 0 picks "
                               "a free one (repeatable; default 127.0.0.1:8080)")
-    servers.add_argument("--server", metavar="NAME", help="auto (default: cheroot for WSGI, uvicorn for ASGI), cheroot, waitress, uvicorn or stdlib")
+    servers.add_argument("--server", metavar="NAME", help="auto (default: cheroot for WSGI, uvicorn for ASGI), cheroot, waitress, uvicorn, granian or stdlib")
     servers.add_argument("--threads", type=int, metavar="N", help="worker threads per server")
     process = serve.add_argument_group("process")
     process.add_argument("--reload", action=argparse.BooleanOptionalAction, default=None,

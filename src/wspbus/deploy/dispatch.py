@@ -2,7 +2,7 @@
 
 WSGI: the prefix moves from PATH_INFO to SCRIPT_NAME. ASGI: ``path`` stays the full path and
 the prefix is appended to ``root_path`` (the convention of the ASGI spec, uvicorn and Starlette).
-Apps of the other protocol are wrapped with a2wsgi. Lifespan events reach every ASGI app.
+Apps of the other protocol are adapted (servers/bridge.py). Lifespan events reach every ASGI app.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 NOT_FOUND = b"Not Found: no app is mounted at this path\n"
 
-#: The a2wsgi adapters a site app made, whose threads Site.close() gives back.
+#: The protocol adapters a site app made, whose threads Site.close() gives back.
 Bridges = list[WsgiAsAsgi | AsgiAsWsgi]
 
 
@@ -29,8 +29,8 @@ def _matches(path: str, prefix: str) -> bool:
 
 
 def _adapted(mount: Mount, protocol: str, bridges: Bridges, threads: int | None = None) -> Callable[..., Any]:
-    """The mount's app, reporting its failures (request_errors), speaking ``protocol``: wrapped by
-    a2wsgi when it speaks the other one (the wrapper is added to ``bridges``)."""
+    """The mount's app, reporting its failures (request_errors), speaking ``protocol``: adapted
+    when it speaks the other one (the wrapper is added to ``bridges``)."""
     app = reporting_asgi(mount) if mount.protocol == "asgi" else reporting_wsgi(mount)
     try:
         bridge = adapted(app, mount.protocol, protocol, threads)

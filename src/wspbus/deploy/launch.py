@@ -320,7 +320,7 @@ def deploy(bus: Bus, config: SiteConfig, site: Site | None = None, *, own_proces
     if warn and any(server.server in NEEDS_WEBSOCKET_LIBRARY for server in deployment.servers) and not websocket_library():
         bus.log("This ASGI site cannot accept websockets: no websocket library is installed "
                 "(pip install websockets)", level=30)  # now that the log is routed
-    bus.subscribe("stop", site.close, priority=90)  # once the servers stopped: a2wsgi's threads go
+    bus.subscribe("stop", site.close, priority=90)  # once the servers stopped: the adapters' threads go
     bus.graceful_timeout = config.graceful_timeout
     return deployment
 

@@ -4,8 +4,8 @@ An app is named as ``module:attribute`` (``module:factory()`` calls a factory, l
 allowed), optionally mounted with ``/prefix=module:attribute``. Its protocol is detected from
 the callable (an ``async`` callable, or one taking ``(scope, receive, send)``, is ASGI) and can be
 forced. The site picks the server side: WSGI when every app is WSGI, ASGI as soon as one app is
-ASGI (async apps keep lifespan, websockets and their event loop; WSGI apps run on a2wsgi's thread
-pool). Apps on the other side of the protocol boundary are adapted with a2wsgi, never by hand.
+ASGI (async apps keep lifespan, websockets and their event loop; WSGI apps run on a thread pool).
+Apps on the other side of the protocol boundary are adapted by servers/bridge.py.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class Site:
             if mount.prefix in seen:
                 raise SiteError("two apps are mounted at %r" % mount.path)
             seen.add(mount.prefix)
-        self._bridges: list[WsgiAsAsgi | AsgiAsWsgi] = []  # the a2wsgi adapters app() made
+        self._bridges: list[WsgiAsAsgi | AsgiAsWsgi] = []  # the protocol adapters app() made
 
     @classmethod
     def from_specs(cls, specs: Iterable[str | AppSpec], protocol: str | None = None) -> Site:
@@ -211,7 +211,7 @@ class Site:
         raise SiteError("protocol %r, expected 'wsgi' or 'asgi'" % protocol)
 
     def close(self) -> None:
-        """Give back the threads of the a2wsgi adapters of apps served across the protocol boundary
+        """Give back the threads of the adapters of apps served across the protocol boundary
         (an ASGI app's event loop, a WSGI app's thread pool). Call it once no server serves the
         site (a deployed site does it at 'stop'); the next request brings them back."""
         for bridge in self._bridges:

@@ -56,6 +56,8 @@ class ServeOptions:
     shared_loop: SharedLoop | None = None
     #: What a request head may hold and how long it may take (servers/request_head.py).
     limits: HeadLimits = field(default_factory=HeadLimits)
+    #: The protocol of the app given to create(), for a server that speaks both.
+    protocol: str = "wsgi"
 
 
 class Waker:

@@ -1,9 +1,11 @@
-"""a2wsgi adapters that give their threads back: ``close()`` ends them, the next request brings them back.
+"""Adapters across the protocol boundary that give their threads back: ``close()`` ends them, the
+next request brings them back.
 
-A WSGI app served by an ASGI server runs on a2wsgi's thread pool; an ASGI app served by a WSGI
-server runs on an event loop in a thread of its own. Both would outlive the server: whoever made
-the adapter closes it once no server uses it any more (HTTPServer at its stop, a deployed site
-after all its servers stopped), and a start after that gets fresh ones.
+A WSGI app served by an ASGI server runs on a thread pool (wsgi_in_asgi.py: one hand-over each
+way per request); an ASGI app served by a WSGI server runs on a2wsgi's ASGIMiddleware, on an event
+loop in a thread of its own. Both would outlive the server: whoever made the adapter closes it
+once no server uses it any more (HTTPServer at its stop, a deployed site after all its servers
+stopped), and a start after that gets fresh ones.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ __all__ = ["AsgiAsWsgi", "WsgiAsAsgi", "adapted"]
 
 
 class _Bridge:
-    """The a2wsgi adapter of ``app``, made on first use and released by ``close()``."""
+    """The adapter of ``app``, made on first use and released by ``close()``."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -47,20 +49,17 @@ class _Bridge:
 
 
 class WsgiAsAsgi(_Bridge):
-    """A WSGI app as an ASGI app: a2wsgi's WSGIMiddleware, on ``threads`` worker threads (10 by default)."""
+    """A WSGI app as an ASGI app, on ``threads`` worker threads (None: wsgi_in_asgi's default, 10)."""
 
     def __init__(self, app: Any, threads: int | None = None) -> None:
-        import a2wsgi  # noqa: F401  (fails here, at build time, when a2wsgi is missing)
-
         super().__init__(app)
-        self.threads = threads or 10
+        self.threads = threads
 
     def _make(self) -> tuple[Callable[..., Any], Callable[[], None]]:
-        import a2wsgi
+        from .wsgi_in_asgi import WsgiInAsgi  # asyncio, imported only for a site that needs it
 
-        middleware = a2wsgi.WSGIMiddleware(self.app, workers=self.threads)
-        # Idle workers end at once; one still busy (past the graceful timeout) ends when it returns.
-        return middleware, lambda: middleware.executor.shutdown(wait=False, cancel_futures=True)
+        adapter = WsgiInAsgi(self.app, self.threads)
+        return adapter, adapter.close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._adapter()(scope, receive, send)
@@ -87,10 +86,11 @@ class AsgiAsWsgi(_Bridge):
 
 
 def adapted(app: Any, protocol: str, spoken: str, threads: int | None = None) -> WsgiAsAsgi | AsgiAsWsgi | None:
-    """``app``, which speaks ``protocol``, adapted with a2wsgi to speak ``spoken``; None if it does already.
+    """``app``, which speaks ``protocol``, adapted to speak ``spoken``; None if it does already.
 
     Whoever serves the adapter closes it once no server uses it. ``threads``: a WSGI app's worker
-    threads under an ASGI server. ValueError (one line) when a2wsgi is not installed.
+    threads under an ASGI server. ValueError (one line) when an ASGI app needs a2wsgi and it is
+    not installed.
     """
     if protocol == spoken:
         return None

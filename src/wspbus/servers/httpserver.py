@@ -26,7 +26,7 @@ from .request_head import HeadLimits
 from .protocols import PROTOCOLS, choose_server, detect_protocol, module_of, spoken_by
 from .sockets.activation import PASSED
 from .sockets.addresses import address_of, bracketed
-from .sockets.binds import Bind, close_listener, open_listener, unix_file_identity
+from .sockets.binds import Bind, close_listener, no_delay, open_listener, unix_file_identity
 
 __all__ = ["HTTPServer"]
 
@@ -55,11 +55,13 @@ class HTTPServer(ServerAdapter):
         self.limits = limits or HeadLimits()
         #: Where the server listens once started: (host, port) for TCP, the path for a Unix socket.
         self.address: tuple[str, int] | str | None = None
-        self._bridge = adapted(app, protocol, spoken_by(self.server), threads)
+        #: The protocol the server speaks to the app (the app's own, unless it is adapted).
+        self.spoken = spoken_by(self.server, protocol)
+        self._bridge = adapted(app, protocol, self.spoken, threads)
         #: The requests running, named in the log if a stop cuts them off.
         self.in_flight = InFlight()
-        self._served_app = self.in_flight.wrap(_with_access_log(self._bridge or app, spoken_by(self.server), access_log),
-                                               spoken_by(self.server))
+        self._served_app = self.in_flight.wrap(_with_access_log(self._bridge or app, self.spoken, access_log),
+                                               self.spoken)
         self._listener: socket.socket | None = None
         self._listener_identity: tuple[int, int] | None = None
         #: The name the listener goes by across a restart, while this server holds one.
@@ -97,7 +99,7 @@ class HTTPServer(ServerAdapter):
         self.address = address_of(self._listener)
         options = ServeOptions(threads=self.threads, graceful_timeout=getattr(self.bus, "graceful_timeout", None),
                                log=self.bus.log, name="wspbus %s" % self.bind, shared_loop=self._loop(),
-                               limits=self.limits)
+                               limits=self.limits, protocol=self.spoken)
         module = importlib.import_module("." + module_of(self.server), __package__)
         copy = self._listener.dup()
         try:
@@ -191,6 +193,7 @@ class HTTPServer(ServerAdapter):
             except BaseException:
                 self.socket_name = None
                 raise
+        no_delay(sock)  # whoever made it (us, the service manager, a previous incarnation)
         self._listener_identity = unix_file_identity(self.bind)
         return sock
 

@@ -26,21 +26,23 @@ SERVERS = {
     "waitress": "waitress: threaded WSGI server, HTTP/1.1 keep-alive, pure Python",
     "uvicorn": "uvicorn: asyncio ASGI server with the ASGI lifespan (the default for ASGI apps)",
     "stdlib": "the standard library's wsgiref, one thread per connection, HTTP/1.0 (no dependency)",
+    "granian": "granian: Rust HTTP server (hyper on tokio) for WSGI and ASGI apps alike, HTTP/1.1 and HTTP/2",
 }
 
 
 class _Server(NamedTuple):
     module: str  # the module of this package that runs it
     needs: str | None  # what must import
-    protocol: str  # the protocol it speaks
+    protocols: tuple[str, ...]  # the protocols it speaks
     extra: str | None  # what to install
 
 
 _SERVER_INFO = {
-    "cheroot": _Server("cheroot_server", "cheroot", "wsgi", "wspbus"),
-    "waitress": _Server("waitress_server", "waitress", "wsgi", "wspbus[waitress]"),
-    "uvicorn": _Server("uvicorn_server", "uvicorn", "asgi", "wspbus[asgi]"),
-    "stdlib": _Server("stdlib_server", None, "wsgi", None),
+    "cheroot": _Server("cheroot_server", "cheroot", ("wsgi",), "wspbus"),
+    "waitress": _Server("waitress_server", "waitress", ("wsgi",), "wspbus[waitress]"),
+    "uvicorn": _Server("uvicorn_server", "uvicorn", ("asgi",), "wspbus[asgi]"),
+    "stdlib": _Server("stdlib_server", None, ("wsgi",), None),
+    "granian": _Server("granian_server", "granian", PROTOCOLS, "wspbus[granian]"),
 }
 
 
@@ -63,12 +65,14 @@ def protocols_of(name: str) -> tuple[str, ...]:
     """The protocols a server speaks natively ('auto': both, by picking the server)."""
     if name == "auto":
         return PROTOCOLS
-    return (_info(name).protocol,)
+    return _info(name).protocols
 
 
-def spoken_by(name: str) -> str:
-    """The protocol the server ``name`` (not 'auto') speaks."""
-    return _info(name).protocol
+def spoken_by(name: str, protocol: str) -> str:
+    """The protocol the server ``name`` (not 'auto') speaks to an app of ``protocol``: that one if
+    it speaks it, else the one it speaks."""
+    spoken = _info(name).protocols
+    return protocol if protocol in spoken else spoken[0]
 
 
 def module_of(name: str) -> str:

@@ -1,9 +1,9 @@
 """uvicorn: the asyncio ASGI server, with the app's lifespan tied to the bus.
 
 Every server of one app (the binds of a site: same ``options.shared_loop``) runs on one event loop
-in a thread of its own, and the app's lifespan runs once on it: startup when the first of them
-starts, shutdown after the last has stopped, so what the app opens at startup (a connection pool,
-say) serves every bind. prepare() returns once the lifespan startup is done and uvicorn accepts on
+in a thread of its own, and the app's lifespan runs once on it (app_loop.py): startup when the first
+of them starts, shutdown after the last has stopped, so what the app opens at startup (a connection
+pool, say) serves every bind. prepare() returns once the lifespan startup is done and uvicorn accepts on
 the given listener (or raises the app's startup failure); stop() runs uvicorn's graceful shutdown.
 The lifespan is ours (servers/lifespan.py) rather than uvicorn's so that a failed startup carries
 the app's message to the bus. uvicorn's once-a-second tick still keeps its Date header fresh; a
@@ -16,15 +16,12 @@ import asyncio
 import concurrent.futures
 import errno
 import socket
-import threading
 from asyncio import selector_events
-from collections.abc import Callable
 from typing import Any
 
+from .app_loop import AppLoop, join_app_loop, leave_app_loop
 from .backend import ServeOptions, SharedLoop
 from .sockets.binds import BACKLOG
-from .lifespan import Lifespan
-from .loop import LoopThread
 from .request_head import asgi_head_guard
 
 __all__ = ["create"]
@@ -39,50 +36,6 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> "Uvicorn
     return UvicornServer(app, listener, options)
 
 
-class _AppLoop:
-    """The loop and the lifespan the servers of one app share while any of them runs."""
-
-    def __init__(self, app: Any, options: ServeOptions, loop_factory: Callable[[], Any] | None) -> None:
-        self.lifespan = Lifespan(app, options.log)
-        self.thread = LoopThread("%s loop" % options.name, loop_factory)
-        self.users = 0
-        self.started = False
-        self.starting = threading.Lock()
-
-
-def _join(shared: SharedLoop, app: Any, options: ServeOptions, loop_factory: Callable[[], Any] | None) -> _AppLoop:
-    """The app's running loop, its lifespan started (by the first server to join); raises its failure."""
-    with shared.lock:
-        running: _AppLoop | None = shared.running
-        if running is None:
-            running = shared.running = _AppLoop(app, options, loop_factory)
-        running.users += 1
-    try:
-        with running.starting:
-            if not running.started:
-                running.thread.run(running.lifespan.startup())
-                running.started = True
-    except BaseException:
-        _leave(shared, running, options.graceful_timeout)
-        raise
-    return running
-
-
-def _leave(shared: SharedLoop, running: _AppLoop, timeout: float | None) -> None:
-    """One server less; after the last, the lifespan shutdown (bounded by ``timeout``) and the loop's end."""
-    with shared.lock:
-        running.users -= 1
-        if running.users:
-            return
-        if shared.running is running:
-            shared.running = None
-    try:
-        if running.started:
-            running.thread.run(running.lifespan.shutdown(timeout))
-    finally:
-        running.thread.close()
-
-
 class UvicornServer:
     """uvicorn.Server on a socket that already listens, run on the loop its app's servers share."""
 
@@ -92,7 +45,7 @@ class UvicornServer:
         self._options = options
         #: The loop this server runs on: the one its app's servers share, else one of its own.
         self._loop_share = options.shared_loop or SharedLoop()
-        self._shared: _AppLoop | None = None
+        self._shared: AppLoop | None = None
         self._stop_requested = asyncio.Event()  # made anew by each prepare()
         self._serving: concurrent.futures.Future[None] | None = None  # _serve() on the shared loop
 
@@ -104,7 +57,7 @@ class UvicornServer:
                                 log_config=None, access_log=False, backlog=BACKLOG,
                                 # seconds, a float as well (uvicorn annotates it int)
                                 timeout_graceful_shutdown=self._options.graceful_timeout)  # type: ignore[arg-type]
-        shared = _join(self._loop_share, self._app, self._options, config.get_loop_factory())
+        shared = join_app_loop(self._loop_share, self._app, self._options, config.get_loop_factory())
         try:
             config.app = asgi_head_guard(shared.lifespan.with_state(self._app), self._options.limits)
             config.load()
@@ -115,7 +68,7 @@ class UvicornServer:
             shared.thread.run(self._server.startup(sockets=[self._listener]))
         except BaseException:
             self._listener.close()
-            _leave(self._loop_share, shared, self._options.graceful_timeout)
+            leave_app_loop(self._loop_share, shared, self._options.graceful_timeout)
             raise
         self._shared = shared
         self._serving = shared.thread.submit(self._serve())
@@ -134,7 +87,7 @@ class UvicornServer:
             shared.thread.call_soon(self._stop_requested.set)
             concurrent.futures.wait([self._serving])  # serve() reports what ended it
         finally:
-            _leave(self._loop_share, shared, self._options.graceful_timeout)
+            leave_app_loop(self._loop_share, shared, self._options.graceful_timeout)
 
     # -- on the shared loop --------------------------------------------------------------
 

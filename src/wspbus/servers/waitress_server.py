@@ -8,10 +8,16 @@ last one is gone the loop ends. Past the graceful timeout everything left is clo
 A stop asked for by one of its own requests (an exit() in the app: the bus runs 'stop' on the
 thread that publishes) cannot wait for the drain, which ends only once that request returns:
 it starts the drain and leaves the waiting to a thread of its own.
+
+waitress warns on its 'waitress.queue' logger for every request that waits for a free thread:
+under load (more connections than threads, the usual case) a log line per request, formatted
+and written while the site is busiest. Unless the site set that logger's level, only its errors
+are kept.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -61,6 +67,9 @@ class WaitressServer:
                                      cleanup_interval=max(1, min(30, int(limits.head_timeout / 2))))
         self._server.channel_class = _draining_channel_class(self)
         self._server.channel_class.parser_class = _checked_parser_class(self._options.limits)
+        queue_log = logging.getLogger("waitress.queue")
+        if queue_log.level == logging.NOTSET:
+            queue_log.setLevel(logging.ERROR)
 
     def _run_app(self, environ: Any, start_response: Any) -> Any:
         self._request.active = True

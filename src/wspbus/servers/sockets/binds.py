@@ -29,7 +29,7 @@ from .activation import PASSED
 from .addresses import bracketed
 from .errors import BindError, reason
 
-__all__ = ["BACKLOG", "Bind", "BindError", "close_listener", "open_listener", "unix_file_identity"]
+__all__ = ["BACKLOG", "Bind", "BindError", "close_listener", "no_delay", "open_listener", "unix_file_identity"]
 
 #: Connections the kernel queues while nobody accepts (during a restart, for instance).
 BACKLOG = socket.SOMAXCONN
@@ -145,6 +145,18 @@ def open_listener(bind: Bind, backlog: int = BACKLOG) -> socket.socket:
     if bind.kind == "fd":
         return PASSED.take_fd(bind.fd, str(bind), backlog)
     return PASSED.take_named(bind.name, str(bind), backlog)
+
+
+def no_delay(sock: socket.socket) -> None:
+    """Turn Nagle's algorithm off on a TCP listener; the connections it accepts inherit the setting.
+
+    A server that writes a response's headers and body in two sends (cheroot does) otherwise
+    holds the body until the client acknowledges the headers, and a keep-alive client delays
+    that acknowledgement (40 ms on Linux): every request then takes 40 ms. Unix sockets have
+    no such delay.
+    """
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def close_listener(sock: socket.socket, bind: Bind, identity: tuple[int, int] | None) -> None:
