@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 
 from wspbus import Bus
-from wspbus.plugins.logs import LogRouter, RepeatLimiter
+from wspbus.plugins._repeats import RepeatLimiter
+from wspbus.plugins.logs import LogRouter
 
 FULL_DISK = """
 import sys

@@ -15,6 +15,9 @@ plugins, servers or sites, which plug into it through channels. Rules it keeps (
   ``_reexecute()``, and after a plain exit ``_bound_interpreter_exit()``; here both do nothing
   (block() returns with ``execv`` set, for the caller to act on). The process's bus,
   ``wspbus.Bus`` (wspbus._process.bus), re-executes and bounds the interpreter's exit.
+
+(A little over 400 lines: this is the one class of CherryPy's contract, so every public method
+lives here; each mechanism behind them has its own module, named above.)
 """
 
 from __future__ import annotations
