@@ -5,8 +5,10 @@ anything starts. ``launch()`` is what ``wspbus serve`` runs; ``quickstart()`` is
 API for a single app. The set of plugins is decided in one place, ``build_plugins()``; ``run()``
 and ``start()`` also run a supervisor (deploy/supervisor), which builds its bus differently.
 
-(A little over 400 lines: building and running share the Deployment and the plugin table; the
-building blocks that stand alone are in site.py, mounts.py, paste.py and config.py.)
+(Past 400 lines, about 490: building and running share the Deployment and the plugin table, and
+the single process and the supervisor share start() and run(); the building blocks that stand
+alone are in site.py, mounts.py, paste.py and config.py. The next seam to cut is the plugin
+table with build_plugins(), into a module of its own.)
 """
 
 from __future__ import annotations
