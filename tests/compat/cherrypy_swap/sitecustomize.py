@@ -56,7 +56,6 @@ class _SwappingFinder:
 
 
 def _install_then_import_the_real_one() -> None:
-    import importlib
     import os
     import sys
 
@@ -65,13 +64,9 @@ def _install_then_import_the_real_one() -> None:
     # Off sys.path (it holds only this file), so that the import below finds the real one;
     # PYTHONPATH keeps it, so that the processes this one starts swap too.
     sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or os.curdir) != here]
-    this = sys.modules.pop("sitecustomize")
-    try:
-        importlib.import_module("sitecustomize")
-    except ImportError as exc:
-        if exc.name != "sitecustomize":
-            raise
-        sys.modules["sitecustomize"] = this  # none other: the import system expects this one back
+    from wspbus._process.site_chain import import_shadowed_sitecustomize
+
+    import_shadowed_sitecustomize()
 
 
 _install_then_import_the_real_one()

@@ -7,7 +7,6 @@ stood in front of, if there is one, as the site module would have.
 
 
 def _take_over_then_import_the_real_one() -> None:
-    import importlib
     import os
     import sys
 
@@ -22,13 +21,9 @@ def _take_over_then_import_the_real_one() -> None:
         finally:
             sys.path.remove(packages)
     _import_map.take_over(here)
-    this = sys.modules.pop("sitecustomize")
-    try:
-        importlib.import_module("sitecustomize")
-    except ImportError as exc:
-        if exc.name != "sitecustomize":
-            raise
-        sys.modules["sitecustomize"] = this  # none other: the import system expects this one back
+    from wspbus._process.site_chain import import_shadowed_sitecustomize
+
+    import_shadowed_sitecustomize()
 
 
 _take_over_then_import_the_real_one()
