@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from serving import hello_app
+from serving import asgi_hello, hello_app
 from wspbus.servers import HTTPServer
 from wspbus.servers.request_head import HeadLimits, Refusal, inspect_head
 
@@ -63,11 +63,12 @@ def exchange(address, request: bytes, deadline: float = 5.0) -> tuple[int, bool]
     return int(status), closed
 
 
-@pytest.fixture(params=["cheroot", "waitress", "uvicorn", "stdlib", "granian"])
+@pytest.fixture(params=["cheroot", "waitress", "uvicorn", "stdlib", "granian", "granian asgi"])
 def served(request, bus):
-    server = request.param
-    plugin = HTTPServer(bus, hello_app(server), "127.0.0.1:0", server=server,
-                        protocol="asgi" if server == "uvicorn" else "wsgi")
+    server, _, asgi = request.param.partition(" ")
+    protocol = "asgi" if server == "uvicorn" or asgi else "wsgi"
+    plugin = HTTPServer(bus, asgi_hello if protocol == "asgi" else hello_app(server), "127.0.0.1:0", server=server,
+                        protocol=protocol)
     plugin.subscribe()
     bus.start()
     return plugin

@@ -16,7 +16,8 @@ import logging
 import sys
 from typing import Any
 
-from ..servers.protocols import ASGIApp, Environ, Message, Receive, Scope, Send, StartResponse, WSGIApp
+from ..servers.inflight import WatchedSend
+from ..servers.protocols import ASGIApp, Environ, Receive, Scope, Send, StartResponse, WSGIApp
 from .mounts import Mount, name_of
 
 __all__ = ["LOGGER", "answer", "reporting_asgi", "reporting_wsgi"]
@@ -24,8 +25,6 @@ __all__ = ["LOGGER", "answer", "reporting_asgi", "reporting_wsgi"]
 #: A child of the bus's logger ('wspbus'), so its records go where the bus's log is routed.
 LOGGER = "wspbus.request"
 BODY = b"Internal Server Error\n"
-#: ASGI messages after which the response (or the websocket handshake) has begun.
-_STARTED = frozenset(("http.response.start", "websocket.accept", "websocket.close", "websocket.http.response.start"))
 
 
 def _report(method: str, path: str, mount: Mount) -> None:
@@ -71,18 +70,12 @@ def reporting_asgi(mount: Mount) -> ASGIApp:
         if scope["type"] == "lifespan":
             await app(scope, receive, send)
             return
-        started = False
-
-        async def watched_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] in _STARTED
-            await send(message)
-
+        watched = WatchedSend.of(send)
         try:
-            await app(scope, receive, watched_send)
+            await app(scope, receive, watched)
         except Exception:
             _report(scope.get("method", "WEBSOCKET"), scope.get("path", "?"), mount)
-            if started:
+            if watched.began:
                 raise
             await answer(scope, send, 500, BODY, close_code=1011)
 

@@ -11,55 +11,88 @@ had begun, gets a 503 instead of a connection closed without a word.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from .protocols import ASGIApp, Environ, Message, Receive, Scope, Send, StartResponse, WSGIApp, close_body
 
-__all__ = ["InFlight"]
+__all__ = ["InFlight", "RESPONSE_BEGINS", "WatchedSend"]
 
 _STOPPING_BODY = b"The site is stopping; this request was cut off at its graceful timeout.\n"
 
 
 class _Request:
-    __slots__ = ("number", "method", "path", "began", "cancel", "ended")
+    """One request running: what to call it, since when, and (ASGI) its task, to cancel it."""
 
-    def __init__(self, number: int, method: str, path: str, cancel: Callable[[], object] | None = None) -> None:
-        self.number, self.method, self.path = number, method, path
+    __slots__ = ("scope", "began", "task", "ended")
+
+    def __init__(self, scope: Scope, task: asyncio.Task[Any] | None = None) -> None:
+        self.scope = scope  # an ASGI scope, or a WSGI request's method and path: read only by describe()
         self.began = time.monotonic()
-        self.cancel = cancel  # an ASGI request's: cancels its task from any thread
+        self.task = task  # an ASGI request's, cancelled from the stopping thread
         self.ended = False
 
     def describe(self, now: float) -> str:
-        return "%s %s (running %.1f s)" % (self.method, self.path, now - self.began)
+        scope = self.scope
+        path = scope.get("root_path", "") + scope.get("path", "")
+        return "%s %s (running %.1f s)" % (scope.get("method", "-"), path, now - self.began)
+
+
+#: ASGI messages after which the response (or the websocket handshake) has begun.
+RESPONSE_BEGINS = frozenset(("http.response.start", "websocket.accept", "websocket.close",
+                             "websocket.http.response.start"))
+
+
+class WatchedSend:
+    """An ASGI request's send, noting whether the response began (a failure after that cannot be
+    answered any more). A plain callable returning the server's awaitable: no coroutine frame of
+    its own on each message."""
+
+    __slots__ = ("send", "began")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.began = False
+
+    @classmethod
+    def of(cls, send: Send) -> "WatchedSend":
+        """``send`` watched: itself if it is watched already (one watch serves every layer)."""
+        return send if type(send) is cls else cls(send)
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if message["type"] in RESPONSE_BEGINS:
+            self.began = True
+        return self.send(message)
 
 
 class InFlight:
-    """The requests running in one server's app, and those a stop has cut off."""
+    """The requests running in one server's app, and those a stop has cut off.
+
+    The requests are kept in a set that server threads and the event loop add to and take from
+    without a lock (a set's add and discard are atomic): this runs on every request. Only a stop
+    waiting for cut-off requests to end takes the condition, and only then are enders asked to
+    notify it.
+    """
 
     def __init__(self) -> None:
-        self._running: dict[int, _Request] = {}  # and those cut off, until cut_off() takes them
-        self._ids = itertools.count()
+        self._running: set[_Request] = set()
+        self._cut: list[_Request] = []  # cut off, until cut_off() takes them
         self._changed = threading.Condition(threading.Lock())
+        self._stopping = False  # a cut_off() is waiting: enders notify
 
     def wrap(self, app: Any, protocol: str) -> Any:
         return self._wrap_asgi(app) if protocol == "asgi" else self._wrap_wsgi(app)
 
-    def _begin(self, method: str, path: str, cancel: Callable[[], object] | None = None) -> _Request:
-        request = _Request(next(self._ids), method, path, cancel)
-        with self._changed:
-            self._running[request.number] = request
-        return request
-
     def _end(self, request: _Request, *, cut_off: bool = False) -> None:
-        with self._changed:
-            request.ended = True
-            if not cut_off:
-                self._running.pop(request.number, None)
-            self._changed.notify_all()
+        if cut_off:
+            self._cut.append(request)
+        request.ended = True
+        self._running.discard(request)
+        if self._stopping:
+            with self._changed:
+                self._changed.notify_all()
 
     def cut_off(self, grace: float) -> list[str]:
         """Cut off what still runs and take every request cut off, as 'METHOD PATH (running N.N s)'.
@@ -67,29 +100,32 @@ class InFlight:
         An ASGI request is cancelled (its client gets a 503 if no response had begun) and given
         up to ``grace`` seconds to end; a WSGI request holds its thread: it is only named.
         """
-        with self._changed:
-            requests = list(self._running.values())
+        self._stopping = True
+        requests = list(self._running)
         for request in requests:
-            if not request.ended and request.cancel is not None:
-                request.cancel()
+            if request.task is not None and not request.ended:
+                request.task.get_loop().call_soon_threadsafe(request.task.cancel)
         with self._changed:
-            self._changed.wait_for(lambda: all(r.ended or r.cancel is None for r in requests), grace)
-            taken, self._running = self._running, {}
+            self._changed.wait_for(lambda: all(r.ended or r.task is None for r in requests), grace)
+        taken = self._cut + list(self._running)
+        self._cut, self._running = [], set()
+        self._stopping = False
         now = time.monotonic()
-        return [request.describe(now) for request in sorted(taken.values(), key=lambda r: r.began)]
+        return [request.describe(now) for request in sorted(taken, key=lambda r: r.began)]
 
     # -- WSGI ----------------------------------------------------------------------------
 
     def _wrap_wsgi(self, app: WSGIApp) -> WSGIApp:
         def tracked_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-            request = self._begin(environ.get("REQUEST_METHOD", "-"),
-                                  environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+            request = _Request({"method": environ.get("REQUEST_METHOD", "-"),  # the environ changes as it goes
+                                "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")})
+            self._running.add(request)
             try:
                 body = app(environ, start_response)
             except BaseException:
                 self._end(request)
                 raise
-            return _TrackedBody(body, lambda: self._end(request))
+            return _TrackedBody(body, self, request)
 
         return tracked_app
 
@@ -100,19 +136,13 @@ class InFlight:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
-            request = self._begin(scope.get("method", "-"), scope.get("root_path", "") + scope.get("path", ""),
-                                  _canceller())
-            began = False
-
-            async def tracking_send(message: Message) -> None:
-                nonlocal began
-                began = began or message.get("type") == "http.response.start"
-                await send(message)
-
+            request = _Request(scope, asyncio.current_task())
+            self._running.add(request)
+            watched = WatchedSend.of(send)
             try:
-                await app(scope, receive, tracking_send)
+                await app(scope, receive, watched)
             except asyncio.CancelledError:
-                if not began:  # the client would get a connection closed without a word
+                if not watched.began:  # the client would get a connection closed without a word
                     await _answer_stopping(send)
                 self._end(request, cut_off=True)
                 raise
@@ -121,14 +151,6 @@ class InFlight:
                     self._end(request)
 
         return tracked_app
-
-
-def _canceller() -> Callable[[], object]:
-    """Cancel the current task from any thread."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    return lambda: loop.call_soon_threadsafe(task.cancel)
 
 
 async def _answer_stopping(send: Send) -> None:
@@ -144,9 +166,12 @@ async def _answer_stopping(send: Send) -> None:
 class _TrackedBody:
     """The response body, passed through; the request ends when the server closes it."""
 
-    def __init__(self, body: Iterable[bytes], end: Callable[[], None]) -> None:
+    __slots__ = ("_body", "_in_flight", "_request")
+
+    def __init__(self, body: Iterable[bytes], in_flight: InFlight, request: _Request) -> None:
         self._body = body
-        self._end = end
+        self._in_flight = in_flight
+        self._request = request
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
@@ -155,4 +180,4 @@ class _TrackedBody:
         try:
             close_body(self._body)
         finally:
-            self._end()
+            self._in_flight._end(self._request)

@@ -13,7 +13,7 @@ with the app's message, which fails the bus's start.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .._core.errors import StartupError
@@ -37,7 +37,7 @@ class LifespanError(StartupError):
 
 
 class Lifespan:
-    """One app's lifespan: ``await startup()``, serve ``app_with_state``, ``await shutdown()``."""
+    """One app's lifespan: ``await startup()``, serve ``with_state(app)``, ``await shutdown()``."""
 
     def __init__(self, app: ASGIApp, log: Callable[..., None] = no_log, state: dict[str, Any] | None = None) -> None:
         self.app = app
@@ -51,18 +51,14 @@ class Lifespan:
         self._from_app: asyncio.Queue[Message] = asyncio.Queue()
         self._asked = False
 
-    async def app_with_state(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app, with the lifespan state in each request's scope."""
-        await self.with_state(self.app)(scope, receive, send)
-
     def with_state(self, app: ASGIApp) -> ASGIApp:
         """``app`` (this app, or a wrapper of it serving another bind) with the lifespan state in
         each request's scope."""
 
-        async def app_with_state(scope: Scope, receive: Receive, send: Send) -> None:
+        def app_with_state(scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
             if scope["type"] in ("http", "websocket"):
                 scope["state"] = self.state.copy()
-            await app(scope, receive, send)
+            return app(scope, receive, send)  # no coroutine of its own: see asgi_head_guard
 
         return app_with_state
 
