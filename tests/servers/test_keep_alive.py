@@ -17,6 +17,7 @@ import time
 import pytest
 
 from serving import SERVER_PROTOCOLS, hello_app
+from wspbus.deploy.supervisor.worker import CLOSE_HONOURED
 from wspbus.servers import HTTPServer
 
 #: Linux's delayed-ACK floor is 40 ms; a request answered without waiting for it takes well under 1.
@@ -67,3 +68,36 @@ def test_a_passed_socket_gets_no_delay_too(bus):
     plugin.subscribe()
     bus.start()
     assert_no_delayed_ack_stall(keep_alive_latencies(plugin.address))
+
+
+def _closing_wsgi(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2"), ("Connection", "close")])
+    return [b"ok"]
+
+
+async def _closing_asgi(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize("server", CLOSE_HONOURED)
+def test_an_app_saying_connection_close_reaches_the_client(bus, server):
+    """What a retiring supervised worker relies on (deploy/supervisor/worker.py CLOSE_HONOURED):
+    the server passes an app's Connection: close on to the client, which then sends no other
+    request on that connection (RFC 9112 9.6). waitress and wsgiref refuse the header from an app."""
+    protocol = SERVER_PROTOCOLS[server]
+    plugin = HTTPServer(bus, _closing_asgi if protocol == "asgi" else _closing_wsgi, "127.0.0.1:0",
+                        server=server, protocol=protocol, access_log=False)
+    plugin.subscribe()
+    bus.start()
+    conn = http.client.HTTPConnection(*plugin.address, timeout=5)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert response.read() == b"ok"
+        assert response.getheader("Connection", "").lower() == "close" and response.will_close
+    finally:
+        conn.close()

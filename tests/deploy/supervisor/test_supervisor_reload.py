@@ -28,6 +28,17 @@ def test_five_reloads_serve_fresh_code_with_no_failed_request(site):
                                   fresh.longest_gap))
 
 
+def test_a_worker_retiring_from_granian_answers_connection_close_first(site):
+    """granian closes a connection whose response says Connection: close (tests/servers
+    test_keep_alive.py), so a retiring worker on it answers so for a while, instead of closing its
+    kept-alive connections under a client's next request."""
+    child = site.serve("--server", "granian", workers=1)
+    site.write_app(version="v2")
+    result = site.run("reload", "--pidfile", site.pidfile)
+    assert result.returncode == 0, result.stderr
+    child.expect(r"Retiring: answering with Connection: close for 0\.5 s, then stopping")
+
+
 def test_a_reload_into_code_that_fails_to_import_keeps_the_old_code_serving(site):
     site.serve(workers=2)
     old = sorted(site.worker_pids())

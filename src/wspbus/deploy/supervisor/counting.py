@@ -9,7 +9,7 @@ race every client that is sending its next request on one of them at that moment
 meets a closed socket and fails. So a retiring worker first answers every request with
 ``Connection: close`` for a short while (``closing``); a client that keeps its connection busy
 gets its answer and reconnects to the listening socket, where the new workers accept. Only the
-servers known to honour the header from an app (cheroot, uvicorn) are asked to; waitress and
+servers known to pass the header on from an app (cheroot, uvicorn, granian) are asked to; waitress and
 wsgiref refuse hop-by-hop headers from WSGI apps.
 """
 

@@ -38,7 +38,7 @@ __all__ = ["main"]
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s [worker %(process)d] %(message)s"
 IGNORED_SIGNALS = ("SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU")
 #: Servers that close a connection when the app's response says ``Connection: close``.
-CLOSE_HONOURED = ("cheroot", "uvicorn")
+CLOSE_HONOURED = ("cheroot", "uvicorn", "granian")
 
 
 class Worker:
