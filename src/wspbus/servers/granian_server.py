@@ -91,8 +91,9 @@ class GranianServer:
             asgi: Any = importlib.import_module("granian.asgi")
             self._shared = join_app_loop(self._loop_share, self._app, self._options, None)  # the lifespan starts
             loop = self._shared.thread.loop
-            app = asgi_head_guard(self._shared.lifespan.with_state(self._app), self._options.limits)
-            callback = futures._future_watcher_wrapper(asgi._callback_wrapper(app, {}, {}, None))
+            app = asgi_head_guard(self._app, self._options.limits)
+            # granian's wrapper puts a copy of the state it is given in each scope: ours, the lifespan's
+            callback = futures._future_watcher_wrapper(asgi._callback_wrapper(app, {}, self._shared.lifespan.state, None))
             worker = _native().ASGIWorker(**self._settings(), websockets_enabled=True)
         else:
             loop = self._loop = asyncio.new_event_loop()
