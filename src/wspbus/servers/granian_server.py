@@ -156,8 +156,8 @@ class _WsgiRunner:
         }
 
     def __call__(self, proto: Any, scope: Environ) -> int:
+        refusal = inspect_environ(scope, self._limits)  # what granian parsed: fewer keys than the whole environ
         environ = self._base | scope
-        refusal = inspect_environ(environ, self._limits)
         if refusal is not None:
             body = refusal.explanation.encode("latin-1") + b"\n"
             status = int(refusal.status[:3])
