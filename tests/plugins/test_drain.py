@@ -286,7 +286,7 @@ def test_example_site_drains_on_sigterm(spawn, tmp_path):
 def _reapers_built_for(site_toml) -> int:
     from wspbus import Bus
     from wspbus.deploy import config
-    from wspbus.deploy.launch import build_plugins
+    from wspbus.deploy.plugin_table import build_plugins
     from wspbus.plugins import ChildReaper
 
     built = build_plugins(Bus(), config.load(str(site_toml)))

@@ -1,7 +1,7 @@
 """``wspbus serve --workers N``: put the supervisor on its bus, start it, block until it exits.
 
 The supervisor's bus gets the plugins a site must have once, built by the same code as a single
-process's (launch.build_plugins) from the tables that concern it (signals, logs, daemon, PID
+process's (plugin_table.build_plugins) from the tables that concern it (signals, logs, daemon, PID
 file, systemd, drain, reaper), then the status file, the listening sockets, the control socket
 and the Arbiter. Everything else in the configuration (the apps, --import, the site's own
 [[plugin]] tables, health, threads, autoreload, and dropping privileges: see settings.py) is
@@ -19,8 +19,8 @@ from typing import Any
 from ..._core.bus import Bus
 from ..config import SiteConfig
 from ..exits import EX_CONFIG, EX_INTERRUPTED
-from ..launch import (INTERRUPTED, build_plugins, check_pidfile_location, check_plugin_tables, could_not_start, run,
-                      subscribe_all)
+from ..launch import INTERRUPTED, check_pidfile_location, could_not_start, run, subscribe_all
+from ..plugin_table import build_plugins, check_plugin_tables
 from ..process_bus import process_bus
 from .arbiter import Arbiter, StartInterrupted, WorkerStartError
 from .control_socket import ControlSocket
