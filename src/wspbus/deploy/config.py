@@ -3,28 +3,24 @@
 Every value is checked where it is read, so a mistake is reported as one line naming the file,
 the key and what was expected (``ConfigError``; the command exits 78, ``exits.EX_CONFIG``). Relative paths
 in a file are relative to the file's directory; on the command line, to the current directory.
-Past 400 lines because every key's converter and table sit together: one place says what each
-key accepts.
+The tables here say which converter reads each key; converters.py says what each accepts.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..servers.protocols import protocols_of
 from ..servers.request_head import HeadLimits
 from ..servers.sockets.activation import passed_binds
-from ..servers.sockets.binds import Bind
+from . import converters
 
 __all__ = ["AppConfig", "ConfigError", "PluginConfig", "ServerConfig", "SiteConfig", "load"]
 
 DEFAULT_BIND = "127.0.0.1:8080"
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 #: A TOML table, as tomllib reads it.
 Table = dict[str, Any]
@@ -34,167 +30,6 @@ Fields = dict[str, tuple[str, Callable[[Any], Any]]]
 
 class ConfigError(ValueError):
     """A configuration mistake; ``str()`` is the one line to show the deployer."""
-
-
-class _Expected(ValueError):
-    """Raised by a converter: the argument says what was expected."""
-
-
-class _Wrong(ValueError):
-    """Raised by a converter: the argument is the whole complaint."""
-
-
-# -- converters: value -> checked value, or _Expected("what was expected") ------------------
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise _Expected("a non-empty string")
-    return value
-
-
-def _texts(value: Any) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _Expected("a string or a list of strings")
-    return list(value)
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Expected("true or false")
-    return value
-
-
-def _seconds(value: Any) -> float | None:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise _Expected("a number of seconds (inf for no limit)") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise _Expected("a number of seconds (inf for no limit)")
-    return None if math.isinf(value) else float(value)
-
-
-def _timeout(value: Any) -> float:
-    seconds = _seconds(value) if not isinstance(value, str) or value != "inf" else None
-    if not seconds:
-        raise _Expected("a number of seconds above 0")
-    return seconds
-
-
-def _positive_int(value: Any) -> int:
-    return _whole_number(value, least=1)
-
-
-def _whole_number(value: Any, least: int = 0) -> int:
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise _Expected("a whole number of at least %d" % least)
-    return value
-
-
-def _positive_seconds(value: Any) -> float | None:
-    """A bound that cannot be 0 (a worker's timeouts): seconds above 0, or inf for none."""
-    try:
-        seconds = _seconds(value)
-    except _Expected:
-        seconds = 0.0
-    if seconds is not None and not seconds > 0:
-        raise _Expected("a number of seconds above 0 (inf for no limit)")
-    return seconds
-
-
-def _umask(value: Any) -> int:
-    if isinstance(value, str):
-        try:
-            value = int(value.removeprefix("0o"), 8)
-        except ValueError:
-            raise _Expected("an octal mask such as 0o022 or \"027\"") from None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777:
-        raise _Expected("an octal mask such as 0o022 or \"027\"")
-    return value
-
-
-def _account(value: Any, by_name: Callable[[str], int], by_id: Callable[[int], int], what: str) -> int:
-    """A user or group given by name or by number (a string of digits is a number unless it is a name)."""
-    try:
-        if isinstance(value, str):
-            try:
-                return by_name(value)
-            except KeyError:
-                if not (value.isascii() and value.isdigit()):
-                    raise
-            return by_id(int(value))
-        if isinstance(value, int) and not isinstance(value, bool):
-            return by_id(value)
-    except (KeyError, OverflowError, ValueError):  # out of the id range (-5, 2**40); a NUL in a name
-        pass
-    raise _Expected("an existing %s name or %sid (no %s %r on this system)" % (what, what[0], what, value))
-
-
-def _user(value: Any) -> int:
-    import pwd
-
-    return _account(value, lambda name: pwd.getpwnam(name).pw_uid, lambda uid: pwd.getpwuid(uid).pw_uid, "user")
-
-
-def _group(value: Any) -> int:
-    import grp
-
-    return _account(value, lambda name: grp.getgrnam(name).gr_gid, lambda gid: grp.getgrgid(gid).gr_gid, "group")
-
-
-def _log_level(value: Any) -> str:
-    if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
-        raise _Expected("one of %s" % ", ".join(LOG_LEVELS))
-    return value.lower()
-
-
-def _protocol(value: Any) -> str:
-    if value not in ("auto", "wsgi", "asgi"):
-        raise _Expected("'auto', 'wsgi' or 'asgi'")
-    return str(value)
-
-
-def _bind(value: Any) -> list[str]:
-    binds = _texts(value)
-    for text in binds:
-        try:
-            Bind.parse(text)
-        except ValueError as exc:
-            raise _Wrong(str(exc)) from None
-    return binds
-
-
-def _file_binds(base: str) -> Callable[[Any], list[str]]:
-    """A file's binds: a relative ``unix:PATH`` is relative to the file's directory (``@NAME`` is no file)."""
-    def convert(value: Any) -> list[str]:
-        binds = []
-        for text in _bind(value):
-            bind = Bind.parse(text)
-            is_file = bind.kind == "unix" and not bind.path.startswith("@")
-            binds.append("unix:" + _path(base)(bind.path) if is_file else text)
-        return binds
-    return convert
-
-
-def _server_name(value: Any) -> str:
-    name = _text(value)
-    try:
-        protocols_of(name)
-    except ValueError as exc:  # an unknown name (a missing package is reported when it starts)
-        raise _Wrong(str(exc)) from None
-    return name
-
-
-def _plugin_path(value: Any) -> str:
-    if not isinstance(value, str) or value.count(":") != 1:
-        raise _Expected("a dotted path such as \"pkg.module:PluginClass\"")
-    return value
 
 
 # -- the configuration --------------------------------------------------------------------
@@ -269,57 +104,40 @@ def default_binds() -> list[str]:
     return passed_binds() or [DEFAULT_BIND]
 
 
-def _path(base: str) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value == "-":
-            return "-"
-        return os.path.normpath(os.path.join(base, os.path.expanduser(_text(value))))
-    return convert
-
-
-def _paste(base: str) -> Callable[[Any], str]:
-    """FILE.ini[#name]: the file relative to ``base``; the name after '#' is Paste Deploy's business."""
-    def convert(value: Any) -> str:
-        path, sep, name = _text(value).partition("#")
-        return _path(base)(path) + sep + name
-    return convert
-
-
-def _paths(base: str) -> Callable[[Any], list[str]]:
-    return lambda value: [_path(base)(v) for v in _texts(value)]
-
-
 def _site_fields(base: str) -> Fields:
     """[site] key -> (SiteConfig attribute, converter)."""
     return {
-        "graceful_timeout": ("graceful_timeout", _seconds),
-        "chdir": ("chdir", _path(base)),
-        "pythonpath": ("pythonpath", _paths(base)),
-        "import": ("imports", _texts),
-        "user": ("user", _user),
-        "group": ("group", _group),
-        "umask": ("umask", _umask),
-        "daemon": ("daemon", _flag),
-        "pidfile": ("pidfile", _path(base)),
-        "reload": ("reload", _flag),
-        "log_file": ("log_file", _path(base)),
-        "access_log": ("access_log", _path(base)),
-        "log_level": ("log_level", _log_level),
-        "paste": ("paste", _paste(base)),
-        "workers": ("workers", _positive_int),
-        "start_timeout": ("start_timeout", _positive_seconds),
-        "worker_timeout": ("worker_timeout", _positive_seconds),
-        "max_requests": ("max_requests", _positive_int),
-        "max_requests_jitter": ("max_requests_jitter", _whole_number),
-        "max_worker_memory": ("max_worker_memory", _positive_int),
+        "graceful_timeout": ("graceful_timeout", converters.seconds),
+        "chdir": ("chdir", converters.path(base)),
+        "pythonpath": ("pythonpath", converters.paths(base)),
+        "import": ("imports", converters.texts),
+        "user": ("user", converters.user),
+        "group": ("group", converters.group),
+        "umask": ("umask", converters.umask),
+        "daemon": ("daemon", converters.flag),
+        "pidfile": ("pidfile", converters.path(base)),
+        "reload": ("reload", converters.flag),
+        "log_file": ("log_file", converters.path(base)),
+        "access_log": ("access_log", converters.path(base)),
+        "log_level": ("log_level", converters.log_level),
+        "paste": ("paste", converters.paste(base)),
+        "workers": ("workers", converters.positive_int),
+        "start_timeout": ("start_timeout", converters.positive_seconds),
+        "worker_timeout": ("worker_timeout", converters.positive_seconds),
+        "max_requests": ("max_requests", converters.positive_int),
+        "max_requests_jitter": ("max_requests_jitter", converters.whole_number),
+        "max_worker_memory": ("max_worker_memory", converters.positive_int),
     }
 
 
-SERVER_FIELDS: Fields = {"bind": ("binds", _bind), "server": ("server", _server_name), "threads": ("threads", _positive_int),
-                         "max_request_line": ("max_request_line", _positive_int),
-                         "max_header_field": ("max_header_field", _positive_int),
-                         "max_headers": ("max_headers", _positive_int), "head_timeout": ("head_timeout", _timeout)}
-APP_FIELDS: Fields = {"target": ("target", _text), "mount": ("mount", _text), "protocol": ("protocol", _protocol)}
+SERVER_FIELDS: Fields = {"bind": ("binds", converters.bind), "server": ("server", converters.server_name),
+                         "threads": ("threads", converters.positive_int),
+                         "max_request_line": ("max_request_line", converters.positive_int),
+                         "max_header_field": ("max_header_field", converters.positive_int),
+                         "max_headers": ("max_headers", converters.positive_int),
+                         "head_timeout": ("head_timeout", converters.timeout)}
+APP_FIELDS: Fields = {"target": ("target", converters.text), "mount": ("mount", converters.text),
+                      "protocol": ("protocol", converters.protocol)}
 TOP_LEVEL = ("site", "server", "app", "plugins", "plugin")
 
 
@@ -327,9 +145,9 @@ def convert(where: str, key: str, converter: Callable[[Any], Any], value: Any) -
     """Run ``converter``; turn its complaint into a ConfigError naming ``where`` and ``key``."""
     try:
         return converter(value)
-    except _Expected as exc:
+    except converters.Expected as exc:
         raise ConfigError("%s%s: expected %s, got %s" % (where, key, exc, _show(value))) from None
-    except _Wrong as exc:
+    except converters.Wrong as exc:
         raise ConfigError("%s%s: %s" % (where, key, exc)) from None
 
 
@@ -382,7 +200,7 @@ def from_document(document: Table, source: str) -> SiteConfig:
     _fill(config, document.get("site", {}), _site_fields(base), "%s: [site] " % source)
     for number, table in enumerate(_array_of_tables(document, "server", source), 1):
         server = ServerConfig()
-        _fill(server, table, {**SERVER_FIELDS, "bind": ("binds", _file_binds(base))},
+        _fill(server, table, {**SERVER_FIELDS, "bind": ("binds", converters.file_binds(base))},
               "%s: [[server]] #%d " % (source, number))
         config.servers.append(server)
     for number, table in enumerate(_array_of_tables(document, "app", source), 1):
@@ -410,7 +228,7 @@ def _read_plugins(config: SiteConfig, document: Table, source: str) -> None:
         if "path" not in table:
             raise ConfigError("%s path: missing (expected \"pkg.module:PluginClass\")" % where)
         options = dict(table)
-        path = convert(where + " ", "path", _plugin_path, options.pop("path"))
+        path = convert(where + " ", "path", converters.plugin_path, options.pop("path"))
         config.extra_plugins.append(PluginConfig(path, where, options, path=path))
 
 
@@ -432,7 +250,7 @@ def command_line_drain(delay: str | float | None, config: SiteConfig) -> None:
     """--drain-delay: turn the Drainer on with this delay (on top of any [plugins.drain] settings)."""
     if delay is None:
         return
-    seconds = convert("", "--drain-delay", _seconds, delay)
+    seconds = convert("", "--drain-delay", converters.seconds, delay)
     if seconds is None or seconds < 0:
         raise ConfigError("--drain-delay: expected a number of seconds of 0 or more, got %r" % (delay,))
     table = config.plugins.get("drain") or PluginConfig("drain", "--drain-delay")
@@ -449,9 +267,9 @@ def command_line_servers(binds: list[str] | None, server: str | None, threads: i
     base = config.servers[0] if config.servers else ServerConfig()
     merged = dataclasses.replace(
         base,
-        binds=convert("", "--bind", _bind, binds) if binds else base.binds,
-        server=convert("", "--server", _server_name, server) if server else base.server,
-        threads=convert("", "--threads", _positive_int, threads) if threads is not None else base.threads,
+        binds=convert("", "--bind", converters.bind, binds) if binds else base.binds,
+        server=convert("", "--server", converters.server_name, server) if server else base.server,
+        threads=convert("", "--threads", converters.positive_int, threads) if threads is not None else base.threads,
     )
     config.servers = [merged]
 
