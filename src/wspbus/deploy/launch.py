@@ -23,14 +23,13 @@ from ..plugins.status import StatusFile
 from ..servers.httpserver import HTTPServer
 from ..servers.protocols import protocols_of
 from ..servers.sockets.binds import Bind
-from . import config as _config
-from . import precheck
-from .reload_socket import ReloadSocket
-from .config import ConfigError, ServerConfig, SiteConfig
+from . import converters, precheck
+from .config import ConfigError, ServerConfig, SiteConfig, convert, default_binds
 from .exits import EX_CONFIG, EX_INTERRUPTED, EX_OK, EX_UNAVAILABLE
 from .paste import load_site as load_paste_site
 from .plugin_table import build_plugins
 from .process_bus import process_bus
+from .reload_socket import ReloadSocket
 from .site import Site, SiteError, add_pythonpath, import_module, parse_app_spec
 
 __all__ = ["Deployment", "Startable", "deploy", "launch", "quickstart", "run"]
@@ -146,7 +145,7 @@ def build_servers(bus: Bus, site: Site, config: SiteConfig, health: Any = None) 
             if health is not None:
                 app = health.wrap_asgi(app) if protocol == "asgi" else health.wrap_wsgi(app)
             apps[protocol, server_config.threads] = app
-        for bind in server_config.binds or _config.default_binds():
+        for bind in server_config.binds or default_binds():
             try:
                 server = HTTPServer(bus, app, Bind.parse(bind), server=server_config.server,
                                     protocol=protocol, access_log=bool(config.access_log),
@@ -347,8 +346,8 @@ def quickstart(app: Callable[..., Any] | Mapping[str, Callable[..., Any]], bind:
     """
     bus = process_bus(bus)
     site = Site.from_apps(app, protocol)
-    binds = _config.convert("quickstart() ", "bind", _config.SERVER_FIELDS["bind"][1], bind)
-    server = _config.convert("quickstart() ", "server", _config.SERVER_FIELDS["server"][1], server)
+    binds = convert("quickstart() ", "bind", converters.bind, bind)
+    server = convert("quickstart() ", "server", converters.server_name, server)
     config = SiteConfig(source="quickstart()", graceful_timeout=graceful_timeout, reload=reload,
                         servers=[ServerConfig(binds=binds, server=server, threads=threads)])
     deployment = deploy(bus, config, site)

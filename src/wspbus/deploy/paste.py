@@ -23,7 +23,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..servers.reporting import one_line
-from .config import SERVER_FIELDS, ConfigError, ServerConfig, SiteConfig, convert
+from . import converters
+from .config import ConfigError, ServerConfig, SiteConfig, convert
 from .mounts import mount_app
 from .site import Site, one_line_at
 
@@ -126,11 +127,11 @@ def server_section(paste: PasteFile) -> ServerConfig | None:
     if not binds:
         return None
     server = ServerConfig(binds=convert(where, "listen" if "listen" in settings else "host/port",
-                                        SERVER_FIELDS["bind"][1], binds))
+                                        converters.bind, binds))
     dist = str(settings.get("use", "")).removeprefix("egg:").partition("#")[0].lower()
     server.server = SERVERS.get(dist, "auto")
     if server.server == "waitress" and "threads" in settings:
-        server.threads = convert(where, "threads", SERVER_FIELDS["threads"][1], settings["threads"])
+        server.threads = convert(where, "threads", converters.positive_int, settings["threads"])
     return server
 
 

@@ -37,6 +37,8 @@ OPT_IN_PLUGINS = ("threads", "systemd", "drain", "health")
 #: Plugins on in a process of the site's own unless ``enabled = false``: the reaper does nothing
 #: unless the site is PID 1 (a container); systemd notification only when systemd asks for it.
 DEFAULT_ON_PLUGINS: dict[str, Callable[[], bool]] = {"reaper": lambda: True, "systemd": lambda: bool(os.environ.get("NOTIFY_SOCKET"))}
+#: Plugins an ``enabled`` setting of their table turns on or off.
+SWITCHABLE_PLUGINS = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
 
 
 def _plugin_class(name: str, where: str) -> Callable[..., Any]:
@@ -93,12 +95,11 @@ def construct(factory: Callable[..., Any], bus: Bus, where: str, options: dict[s
 def check_plugin_tables(config: SiteConfig) -> dict[str, bool]:
     """Check every [plugins.NAME] table, whether its plugin is on or not (ConfigError for a typo);
     name -> whether the table leaves its plugin on (``enabled``)."""
-    switchable = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
     enabled: dict[str, bool] = {}
     for name, table in config.plugins.items():
         check_settings(_plugin_class(name, table.where), table.where, table.options, SITE_FILLED.get(name, ()),
-                       ("enabled",) if name in switchable else ())
-        value = table.options.get("enabled", True) if name in switchable else True
+                       ("enabled",) if name in SWITCHABLE_PLUGINS else ())
+        value = table.options.get("enabled", True) if name in SWITCHABLE_PLUGINS else True
         if not isinstance(value, bool):
             raise ConfigError("%s enabled: expected true or false, got %r" % (table.where, value))
         enabled[name] = value
@@ -120,9 +121,8 @@ def _wanted_plugins(config: SiteConfig, own_process: bool) -> dict[str, dict[str
         wanted["privileges"] = {"uid": config.user, "gid": config.group, "umask": config.umask}
     if config.reload:
         wanted["reload"] = {}
-    switchable = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
     for name, enabled in check_plugin_tables(config).items():
-        if name in switchable and enabled and (own_process or name not in ("drain", "reaper")):
+        if name in SWITCHABLE_PLUGINS and enabled and (own_process or name not in ("drain", "reaper")):
             wanted[name] = {}
     if own_process:
         for name, wanted_by_default in DEFAULT_ON_PLUGINS.items():
