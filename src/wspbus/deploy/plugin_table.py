@@ -19,7 +19,8 @@ from .config import ConfigError, PluginConfig, SiteConfig
 from .paste import watched_files
 from .site import SiteError, import_module
 
-__all__ = ["BUILTIN_PLUGINS", "DEFAULT_ON_PLUGINS", "OPT_IN_PLUGINS", "build_plugins", "check_plugin_tables"]
+__all__ = ["BUILTIN_PLUGINS", "DEFAULT_ON_PLUGINS", "OPT_IN_PLUGINS", "SWITCHABLE_PLUGINS", "build_plugins",
+           "check_plugin_tables"]
 
 #: [plugins.NAME] -> the class, as "module:Class" under the wspbus package.
 BUILTIN_PLUGINS = {
