@@ -65,3 +65,32 @@ def test_an_asgi_worker_whose_event_loop_is_blocked_is_replaced_too(site):
     assert re.search(r'File "%s", line \d+ in app' % re.escape(str(site.app_dir / "blocking_asgi.py")), output), output
     wait_gone([blocked])
     assert int(site.get()[1]) != blocked
+
+
+#: A line faulthandler writes (no comma before "in": a logged traceback has one).
+DUMP_LINE = re.compile(r'File ".*", line \d+ in |Thread 0x|Current thread 0x|Fatal Python error')
+
+
+def test_two_workers_hung_at_once_each_dump_line_names_its_worker(site):
+    child = site.serve("--worker-timeout", "2", workers=2)
+    spinning = _spin_both(site, child)
+    for _ in spinning:
+        child.expect(r"replaces the worker of slot")
+    wait_gone(spinning)
+    lines = [line for line in child.lines if DUMP_LINE.search(line)]
+    named = {pid: [n for n, line in enumerate(lines) if "[worker %d]" % pid in line] for pid in spinning}
+    assert all(any("[worker %d]" % pid in line for pid in spinning) for line in lines), "\n".join(lines)
+    app_frame = re.compile(r'File "%s", line \d+ in app' % re.escape(str(site.app_dir / "site_app.py")))
+    for pid, numbers in named.items():
+        assert any(app_frame.search(lines[n]) for n in numbers), "\n".join(lines)
+    first, second = sorted(named.values())
+    assert first[-1] < second[0], "the two dumps interleave:\n" + "\n".join(lines)  # each dump whole
+
+
+def _spin_both(site, child):
+    """Hang both workers: a /spin on each (a spinning worker cannot accept, so the next goes to the other)."""
+    pids: set[int] = set()
+    while len(pids) < 2:
+        threading.Thread(target=_ignore_errors, args=(site.get, "/spin", 30), daemon=True).start()
+        pids.add(int(child.expect(r"^spinning in (\d+)").group(1)))
+    return sorted(pids)

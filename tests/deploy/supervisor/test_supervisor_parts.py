@@ -12,6 +12,7 @@ from wspbus.deploy.supervisor.channel import ChannelError, LineReader, encode
 from wspbus.deploy.supervisor.control_socket import control_path
 from wspbus.deploy.supervisor.recycling import request_limit
 from wspbus.deploy.supervisor.settings import from_dict, to_dict, worker_config
+from wspbus.deploy.supervisor.stacks import HELD_MAX, StackDump
 
 
 def test_a_message_split_anywhere_arrives_whole_and_once():
@@ -29,6 +30,33 @@ def test_what_is_not_a_message_is_a_channel_error():
         LineReader().feed(b'{"no": "kind"}\n')
     with pytest.raises(ChannelError):
         LineReader().feed(b"x" * (1 << 21))
+
+
+DUMP = (b"Fatal Python error: Aborted\n\n"
+        b"Thread 0x00007f01 (most recent call first):\n"
+        b'  File "/srv/app.py", line 7 in handler\n\n'
+        b"Current thread 0x00007f02 (most recent call first):\n"
+        b'  File "/srv/app.py", line 7 in handler\n')
+
+
+def test_a_stack_dump_split_anywhere_is_held_whole_and_each_line_names_worker_and_thread():
+    for cut in range(len(DUMP) + 1):
+        dump = StackDump(42)
+        assert dump.feed(DUMP[:cut]) == [] and dump.feed(DUMP[cut:]) == []  # held until the worker ends
+        assert dump.take() == [
+            "[worker 42] Fatal Python error: Aborted",
+            "[worker 42] Thread 0x00007f01 (most recent call first):",
+            '[worker 42] thread 0x00007f01 File "/srv/app.py", line 7 in handler',
+            "[worker 42] Current thread 0x00007f02 (most recent call first):",
+            '[worker 42] thread 0x00007f02 File "/srv/app.py", line 7 in handler',  # not a repeat of the line above
+        ]
+
+
+def test_a_stack_dump_too_big_to_hold_is_logged_by_whole_lines():
+    dump = StackDump(42)
+    lines = dump.feed(b"x" * HELD_MAX + b"\npartial")
+    assert lines == ["[worker 42] " + "x" * HELD_MAX]
+    assert dump.take() == ["[worker 42] partial"]
 
 
 def test_back_off_is_none_for_a_first_death_then_doubles_up_to_the_ceiling():

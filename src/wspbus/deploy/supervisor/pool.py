@@ -90,7 +90,7 @@ class Pool:
 
     def _spawn(self, generation: int, slot: int) -> WorkerProcess:
         worker = self.spawner(generation, slot)
-        worker.watch(self.loop, self._on_message, self._on_exit)
+        worker.watch(self.loop, self._on_message, self._on_exit, self._log_stacks)
         self.workers.append(worker)
         self.changed()
         return worker
@@ -151,6 +151,11 @@ class Pool:
         elif kind == "reload":
             self.log("%r saw a source file change: reloading" % worker)
             self.request_reload().add_done_callback(lambda outcome: self._reload_asked(worker, outcome))
+
+    def _log_stacks(self, worker: WorkerProcess, lines: list[str]) -> None:
+        """A worker's stack dump (it hung, or crashed in C): each line names it (stacks.py)."""
+        for line in lines:
+            self.log(line, level=40)
 
     def _started(self, worker: WorkerProcess, message: Message) -> None:
         worker.state = "serving" if not worker.stop_requested else worker.state

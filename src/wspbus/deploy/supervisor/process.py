@@ -4,7 +4,8 @@ A worker is a fresh interpreter (``subprocess.Popen``: fork and exec at once, in
 fork of the supervisor, which holds threads and must never have imported the site. Its end is
 an event: a pidfd (``os.pidfd_open``) becomes readable when the process exits, and the event
 loop watches it next to the worker's channel. The Popen object reaps it, so a PID 1 reaper
-(plugins/reaper.py) leaves its exit status alone.
+(plugins/reaper.py) leaves its exit status alone. A third descriptor, a pipe, carries what the
+worker's faulthandler writes (its stacks, when it is hung or crashes; stacks.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from ..._process.reexec import STARTUP_CWD
 from .channel import FD_ENV, ChannelError, LineReader, Message, encode
+from .stacks import FAULT_FD_ENV, StackDump
 
 __all__ = ["WorkerFailed", "WorkerProcess", "describe_exit", "spawn_worker"]
 
@@ -49,7 +51,8 @@ class WorkerProcess:
     negative for a signal).
     """
 
-    def __init__(self, generation: int, slot: int, popen: subprocess.Popen[bytes], sock: socket.socket) -> None:
+    def __init__(self, generation: int, slot: int, popen: subprocess.Popen[bytes], sock: socket.socket,
+                 fault_fd: int | None = None) -> None:
         self.generation = generation
         self.slot = slot
         self.popen = popen
@@ -70,6 +73,9 @@ class WorkerProcess:
         self.recycling = False
         self._reader = LineReader()
         self._pidfd: int | None = None
+        #: The read end of the pipe the worker's faulthandler writes into, and what came through it.
+        self._fault_fd = fault_fd
+        self._stacks = StackDump(self.pid)
         self.started: asyncio.Future[Message] | None = None
         self.exited: asyncio.Future[int] | None = None
         #: Resolved once the worker's bus left STARTED (its servers stop accepting) or it ended.
@@ -81,15 +87,20 @@ class WorkerProcess:
     # -- event loop wiring -----------------------------------------------------------------
 
     def watch(self, loop: asyncio.AbstractEventLoop, on_message: Callable[["WorkerProcess", Message], None],
-              on_exit: Callable[["WorkerProcess"], None]) -> None:
-        """Have ``loop`` call on_message for each message and on_exit once the process ended."""
+              on_exit: Callable[["WorkerProcess"], None],
+              on_stacks: Callable[["WorkerProcess", list[str]], None] = lambda worker, lines: None) -> None:
+        """Have ``loop`` call on_message for each message, on_stacks with the lines of its stack
+        dump (stacks.py), and on_exit once the process ended."""
         self.started = loop.create_future()
         self.exited = loop.create_future()
         self.stopping = loop.create_future()
         self.sock.setblocking(False)
         loop.add_reader(self.sock.fileno(), self._readable, loop, on_message)
+        if self._fault_fd is not None:
+            os.set_blocking(self._fault_fd, False)
+            loop.add_reader(self._fault_fd, self._fault_readable, loop, on_stacks)
         self._pidfd = os.pidfd_open(self.pid)
-        loop.add_reader(self._pidfd, self._ended, loop, on_message, on_exit)
+        loop.add_reader(self._pidfd, self._ended, loop, on_message, on_exit, on_stacks)
 
     def _readable(self, loop: asyncio.AbstractEventLoop, on_message: Callable[["WorkerProcess", Message], None]) -> None:
         for message in self._receive(loop):
@@ -113,13 +124,53 @@ class WorkerProcess:
             loop.remove_reader(self.sock.fileno())
         return messages
 
+    def _fault_readable(self, loop: asyncio.AbstractEventLoop,
+                        on_stacks: Callable[["WorkerProcess", list[str]], None]) -> None:
+        """Its faulthandler wrote: keep it until the worker ends (at end-of-file, stop listening)."""
+        assert self._fault_fd is not None
+        try:
+            data = os.read(self._fault_fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(self._fault_fd)
+        lines = self._stacks.feed(data)
+        if lines:
+            on_stacks(self, lines)
+
+    def _close_fault_pipe(self, loop: asyncio.AbstractEventLoop,
+                          on_stacks: Callable[["WorkerProcess", list[str]], None]) -> None:
+        """The worker ended: read what is left in its stack-dump pipe, log all of it, close it.
+
+        Not at end-of-file: a process the site forked may hold the pipe's write end open."""
+        if self._fault_fd is None:
+            return
+        loop.remove_reader(self._fault_fd)
+        while True:
+            try:
+                data = os.read(self._fault_fd, 65536)
+            except OSError:  # BlockingIOError: nothing more was written
+                break
+            if not data:
+                break
+            self._stacks.feed(data)
+        os.close(self._fault_fd)
+        self._fault_fd = None
+        lines = self._stacks.take()
+        if lines:
+            on_stacks(self, lines)
+
     def _ended(self, loop: asyncio.AbstractEventLoop, on_message: Callable[["WorkerProcess", Message], None],
-               on_exit: Callable[["WorkerProcess"], None]) -> None:
+               on_exit: Callable[["WorkerProcess"], None],
+               on_stacks: Callable[["WorkerProcess", list[str]], None]) -> None:
         """The pidfd is readable: read what the worker said last, reap it, report the end."""
         assert self._pidfd is not None and self.exited is not None
         loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = None
+        self._close_fault_pipe(loop, on_stacks)
         if self.sock.fileno() >= 0:
             while messages := self._receive(loop):  # a 'failed' sent just before the exit
                 for message in messages:
@@ -185,25 +236,32 @@ def describe_exit(status: int) -> str:
 
 
 def spawn_worker(generation: int, slot: int, listener_fds: list[int], setup: dict[str, Any]) -> WorkerProcess:
-    """Start a worker interpreter with the listening sockets and a channel; send it ``setup``."""
+    """Start a worker interpreter with the listening sockets, a channel and a pipe for its stack
+    dumps; send it ``setup``."""
     ours, theirs = socket.socketpair()
+    fault_read, fault_write = os.pipe()
     try:
         popen = subprocess.Popen(
             [sys.executable, "-m", WORKER_MODULE], stdin=subprocess.DEVNULL, cwd=STARTUP_CWD,
-            env=worker_environment(theirs.fileno()), pass_fds=(theirs.fileno(), *listener_fds))
+            env=worker_environment(theirs.fileno(), fault_write),
+            pass_fds=(theirs.fileno(), fault_write, *listener_fds))
     except BaseException:
         ours.close()
+        os.close(fault_read)
         raise
     finally:
         theirs.close()
+        os.close(fault_write)
     ours.sendall(encode("config", **setup))  # waits in the socket until the worker reads it
-    return WorkerProcess(generation, slot, popen, ours)
+    return WorkerProcess(generation, slot, popen, ours, fault_read)
 
 
-def worker_environment(channel_fd: int) -> dict[str, str]:
-    """The supervisor's environment, minus what is meant for it alone, plus the channel and wspbus."""
+def worker_environment(channel_fd: int, fault_fd: int) -> dict[str, str]:
+    """The supervisor's environment, minus what is meant for it alone, plus the channel, the
+    stack-dump pipe and wspbus."""
     env = {key: value for key, value in os.environ.items() if key not in SUPERVISOR_ONLY_ENV}
     env[FD_ENV] = str(channel_fd)
+    env[FAULT_FD_ENV] = str(fault_fd)
     home = _package_root()
     paths = [path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path]
     if home not in paths and home not in _site_directories():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import faulthandler
 import logging
+import os
 import signal
 import sys
 import threading
@@ -30,6 +31,7 @@ from .channel import Message, WorkerChannel
 from .counting import RequestCounter, counted_site, resident_bytes
 from .heartbeat import Heartbeat
 from .recycling import Recycler
+from .stacks import FAULT_FD_ENV
 from .settings import from_dict
 
 __all__ = ["main"]
@@ -140,8 +142,14 @@ class Worker:
         handler.subscribe()
 
     def _dump_stacks_on_abort(self, config: SiteConfig) -> None:
-        """SIGABRT (the supervisor's answer to a hung worker) writes every thread's stack to the log."""
-        target: TextIO = sys.stderr
+        """SIGABRT (the supervisor's answer to a hung worker) writes every thread's stack to the log:
+        into the pipe the supervisor reads (stacks.py), which logs each line naming this worker."""
+        fault_fd = os.environ.pop(FAULT_FD_ENV, "")
+        if fault_fd.isdigit():
+            os.set_inheritable(int(fault_fd), False)  # a process the site starts must not hold it open
+            faulthandler.enable(file=int(fault_fd), all_threads=True)
+            return
+        target: TextIO = sys.stderr  # a supervisor that passed no pipe
         if config.log_file and config.log_file != "-":
             try:
                 target = self._fault_file = open(config.log_file, "a", encoding="utf-8")
