@@ -6,6 +6,9 @@ once, here, and the requests running are kept (method, path, when they began). A
 'exit' the server names those still running, once, in one line. An ASGI request cancelled by
 the server's own graceful shutdown is kept too (it was cut off), and its client, if no response
 had begun, gets a 503 instead of a connection closed without a word.
+
+``activity()`` says how many run and when one last began or ended: a supervised worker whose
+request threads are all taken by requests none of which ends is hung (deploy/supervisor/stuck.py).
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class InFlight:
         self._cut: list[_Request] = []  # cut off, until cut_off() takes them
         self._changed = threading.Condition(threading.Lock())
         self._stopping = False  # a cut_off() is waiting: enders notify
+        #: When a request last began or ended (time.monotonic()); a float stored whole, no lock either.
+        self._last_change = time.monotonic()
 
     def wrap(self, app: Any, protocol: str) -> Any:
         return self._wrap_asgi(app) if protocol == "asgi" else self._wrap_wsgi(app)
@@ -90,9 +95,14 @@ class InFlight:
             self._cut.append(request)
         request.ended = True
         self._running.discard(request)
+        self._last_change = time.monotonic()
         if self._stopping:
             with self._changed:
                 self._changed.notify_all()
+
+    def activity(self) -> tuple[int, float]:
+        """(requests running, the ``time.monotonic()`` at which one last began or ended)."""
+        return len(self._running), self._last_change
 
     def cut_off(self, grace: float) -> list[str]:
         """Cut off what still runs and take every request cut off, as 'METHOD PATH (running N.N s)'.
@@ -120,6 +130,7 @@ class InFlight:
             request = _Request({"method": environ.get("REQUEST_METHOD", "-"),  # the environ changes as it goes
                                 "path": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")})
             self._running.add(request)
+            self._last_change = request.began
             try:
                 body = app(environ, start_response)
             except BaseException:
@@ -138,6 +149,7 @@ class InFlight:
                 return
             request = _Request(scope, asyncio.current_task())
             self._running.add(request)
+            self._last_change = request.began
             watched = WatchedSend.of(send)
             try:
                 await app(scope, receive, watched)

@@ -94,3 +94,58 @@ def _spin_both(site, child):
         threading.Thread(target=_ignore_errors, args=(site.get, "/spin", 30), daemon=True).start()
         pids.add(int(child.expect(r"^spinning in (\d+)").group(1)))
     return sorted(pids)
+
+
+BLOCKING_WSGI = """
+import os
+import threading
+
+NEVER = threading.Event()
+
+
+def wait_for_nobody():
+    NEVER.wait()  # releases the GIL: the worker's heartbeat thread runs on
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/block":
+        os.write(1, b"blocked in %d\\n" % os.getpid())
+        wait_for_nobody()
+    body = b"%d" % os.getpid()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def test_a_wsgi_worker_whose_every_request_thread_is_stuck_is_replaced(site):
+    (site.app_dir / "blocking_wsgi.py").write_text(BLOCKING_WSGI)
+    child = site.serve("--worker-timeout", "2", "--threads", "2", workers=1, app="blocking_wsgi:app")
+    stuck = int(site.get()[1])
+    for _ in range(2):  # as many as the server has threads
+        threading.Thread(target=_ignore_errors, args=(site.get, "/block", 30), daemon=True).start()
+        assert int(child.expect(r"^blocked in (\d+)").group(1)) == stuck
+    began = time.monotonic()
+    child.expect(r"worker %d \(generation 1\) has all 2 request threads of http://\S+ \(cheroot\) busy, and no "
+                 r"request began or ended for [\d.]+ s" % stuck)
+    replaced = int(child.expect(r"worker (\d+) \(generation 1\) replaces the worker of slot 0").group(1))
+    took = time.monotonic() - began
+    wait_gone([stuck])
+    frame = re.compile(r'\[worker %d\] .*File "%s", line \d+ in wait_for_nobody'
+                       % (stuck, re.escape(str(site.app_dir / "blocking_wsgi.py"))))
+    assert sum(1 for line in child.lines if frame.search(line)) == 2, "\n".join(child.lines)  # both threads
+    assert int(site.get()[1]) == replaced
+    print("stuck WSGI worker: replaced %.2f s after its last request began (--worker-timeout 2)" % took)
+    assert took < 2 + 2
+
+
+def test_a_slow_request_while_other_threads_are_free_keeps_its_worker(site):
+    child = site.serve("--worker-timeout", "1.5", "--threads", "2", workers=1)
+    pid = int(site.get()[1].split()[1])
+    answers = []
+    slow = threading.Thread(target=lambda: answers.append(site.get("/slow?4.5", timeout=30)))
+    slow.start()
+    child.expect(r"^slow request in %d" % pid)
+    assert int(site.get()[1].split()[1]) == pid  # a free thread answers meanwhile
+    slow.join(DEADLINE)
+    assert answers and answers[0][0] == 200 and int(answers[0][1].split()[1]) == pid  # 3x the timeout, same worker
+    assert site.worker_pids() == [pid]

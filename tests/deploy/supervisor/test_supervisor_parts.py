@@ -1,11 +1,14 @@
-"""The supervisor's parts that need no process: the channel's framing, the back-off, the config's crossing."""
+"""The supervisor's parts that need no process: the channel's framing, the back-off, the config's crossing,
+the stack dump's lines, the judge of stuck request threads."""
 
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 
+from wspbus import Bus
 from wspbus.deploy.config import ConfigError, PluginConfig, ServerConfig, SiteConfig
 from wspbus.deploy.supervisor.backoff import Backoff
 from wspbus.deploy.supervisor.channel import ChannelError, LineReader, encode
@@ -13,6 +16,8 @@ from wspbus.deploy.supervisor.control_socket import control_path
 from wspbus.deploy.supervisor.recycling import request_limit
 from wspbus.deploy.supervisor.settings import from_dict, to_dict, worker_config
 from wspbus.deploy.supervisor.stacks import HELD_MAX, StackDump
+from wspbus.deploy.supervisor.stuck import StuckThreads, request_threads
+from wspbus.servers.httpserver import HTTPServer
 
 
 def test_a_message_split_anywhere_arrives_whole_and_once():
@@ -57,6 +62,35 @@ def test_a_stack_dump_too_big_to_hold_is_logged_by_whole_lines():
     lines = dump.feed(b"x" * HELD_MAX + b"\npartial")
     assert lines == ["[worker 42] " + "x" * HELD_MAX]
     assert dump.take() == ["[worker 42] partial"]
+
+
+def _hello(environ, start_response):
+    start_response("200 OK", [])
+    return [b""]
+
+
+def test_a_server_is_stuck_once_its_threads_are_all_taken_and_nothing_began_or_ended_for_the_timeout():
+    server = HTTPServer(Bus(), _hello, "127.0.0.1:0", server="cheroot", threads=2)  # never started
+    ahead = [0.0]  # how far past now the judge looks
+    judge = StuckThreads([server], 2.0, clock=lambda: time.monotonic() + ahead[0])
+    request = server.in_flight.wrap(_hello, "wsgi")
+    first = request({}, lambda *args: None)
+    ahead[0] = 60
+    assert judge.reason() is None  # one long request, and a thread free: slow, not stuck
+    second = request({}, lambda *args: None)
+    ahead[0] = 1.9
+    assert judge.reason() is None  # every thread taken, but a request began within the timeout
+    ahead[0] = 2.1
+    assert "has all 2 request threads of 127.0.0.1:0 (cheroot) busy" in judge.reason()
+    first.close()
+    assert judge.reason() is None  # a request ended: a thread is free again
+    second.close()
+
+
+def test_only_a_server_with_a_pool_of_request_threads_can_be_stuck():
+    bus = Bus()
+    assert request_threads(HTTPServer(bus, _hello, "127.0.0.1:0", server="cheroot")) == 10  # cheroot's own default
+    assert request_threads(HTTPServer(bus, _hello, "127.0.0.1:0", server="stdlib", threads=2)) is None  # one per connection
 
 
 def test_back_off_is_none_for_a_first_death_then_doubles_up_to_the_ceiling():

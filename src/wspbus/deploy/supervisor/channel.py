@@ -16,6 +16,8 @@ worker -> supervisor
 ``stopping``           its bus left STARTED: its servers stop accepting
 ``drained``            an answer to ``drain``: it answers not-ready now (``ask`` echoed)
 ``heartbeat``          it is alive (with --worker-timeout): ``requests``, ``rss``
+``stuck``              instead of heartbeats: every request thread of a server is stuck (stuck.py);
+                       ``reason``
 ``reload``             its autoreloader saw a change: the supervisor starts a new generation
 supervisor -> worker
 ``config``             the first message: ``config`` (a SiteConfig as a dict), ``generation``,

@@ -20,7 +20,8 @@ __all__ = ["add_arguments", "pool_options", "supervised"]
 
 #: The bounds on each worker: [site] key -> (metavar, help) of the command-line option that overrides it.
 BOUNDS = {
-    "worker_timeout": ("SECONDS", "with --workers: a worker silent this long (hung) has its stacks logged and is replaced"),
+    "worker_timeout": ("SECONDS", "with --workers: a worker hung this long (silent, or all its request threads stuck) "
+                                  "has its stacks logged and is replaced"),
     "max_requests": ("N", "replace a worker (new one first) once it served N requests"),
     "max_requests_jitter": ("J", "add a random 0..J to each worker's --max-requests, so they are not all replaced at once"),
     "max_worker_memory": ("MB", "replace a worker (new one first) once its resident size passes MB megabytes"),

@@ -148,6 +148,8 @@ class Pool:
                 answer.set_result(message)
         elif kind == "recycle":
             self._recycle(worker, str(message.get("reason")))
+        elif kind == "stuck" and self.hung is not None:
+            self.hung.stuck(worker, str(message.get("reason")))
         elif kind == "reload":
             self.log("%r saw a source file change: reloading" % worker)
             self.request_reload().add_done_callback(lambda outcome: self._reload_asked(worker, outcome))

@@ -29,9 +29,10 @@ from ..exits import EX_CONFIG, EX_UNAVAILABLE
 from ..launch import Deployment, build_site, deploy, prepare_process, start_bus, start_failure
 from .channel import Message, WorkerChannel
 from .counting import RequestCounter, counted_site, resident_bytes
-from .heartbeat import Heartbeat
+from .heartbeat import BEATS_PER_TIMEOUT, Heartbeat
 from .recycling import Recycler
 from .stacks import FAULT_FD_ENV
+from .stuck import StuckThreads
 from .settings import from_dict
 
 __all__ = ["main"]
@@ -170,7 +171,9 @@ class Worker:
         threading.Thread(target=self._obey, name="wspbus supervisor channel", daemon=True).start()
         interval = setup.get("heartbeat")
         if isinstance(interval, (int, float)) and interval > 0:
-            self.heartbeat = Heartbeat(self.channel, float(interval), self.stats, lambda: self.counter.loop)
+            stuck = StuckThreads(self.deployment.servers, interval * BEATS_PER_TIMEOUT)
+            self.heartbeat = Heartbeat(self.channel, float(interval), self.stats, lambda: self.counter.loop,
+                                       stuck.reason)
             self.heartbeat.start()
 
     def _watch_limits(self, setup: Message) -> None:
