@@ -75,7 +75,8 @@ class Heartbeat:
                 self._send()  # the loop closed in between
 
     def _withheld(self) -> bool:
-        """Stuck: say so (once) and send no beat; the supervisor replaces this worker."""
+        """Stuck: say so (once) and send no beat; the supervisor replaces this worker (an older
+        supervisor, which ignores ``stuck``, at the end of the silence that follows)."""
         reason = self.stuck()
         if reason is not None and not self._said_stuck:
             self.channel.send("stuck", reason=reason)

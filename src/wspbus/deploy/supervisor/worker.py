@@ -150,7 +150,8 @@ class Worker:
             os.set_inheritable(int(fault_fd), False)  # a process the site starts must not hold it open
             faulthandler.enable(file=int(fault_fd), all_threads=True)
             return
-        target: TextIO = sys.stderr  # a supervisor that passed no pipe
+        # A supervisor that passed no pipe: an older wspbus (a reload's workers run the code installed now).
+        target: TextIO = sys.stderr
         if config.log_file and config.log_file != "-":
             try:
                 target = self._fault_file = open(config.log_file, "a", encoding="utf-8")
