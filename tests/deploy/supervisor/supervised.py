@@ -8,6 +8,7 @@ too), ``/crash`` ends the worker,
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import os
 import re
@@ -129,6 +130,18 @@ class Site:
             if time.monotonic() > deadline:
                 raise AssertionError("%d serving workers expected, got %r" % (count, self.status()["workers"]))
             time.sleep(0.02)
+
+
+def every_worker_busy(site, workers: list[int], path: str, said: str) -> list[concurrent.futures.Future]:
+    """Requests for ``path`` until each of ``workers`` has one in its hands (each says ``said`` PID)."""
+    pool = concurrent.futures.ThreadPoolExecutor(20)
+    futures, busy = [], set()
+    while busy != set(workers):
+        assert len(futures) < 20, "requests reached only workers %r of %r" % (busy, workers)
+        futures.append(pool.submit(site.get, path, 60 + DEADLINE))
+        busy.add(int(site.child.expect(r"^%s in (\d+)" % said).group(1)))
+    pool.shutdown(wait=False)
+    return futures
 
 
 def answered_by(site: Site, count: int, attempts: int = 200) -> set[int]:
