@@ -90,6 +90,17 @@ class Site:
             self.child.expect(r"^wspbus: supervisor \d+")
         return self.child
 
+    def serve_file(self, site_file: str, workers: int = 2) -> Child:
+        """Start ``wspbus serve --workers N --config site.toml`` with ``site_file`` as its text; wait for the banner."""
+        config = self.app_dir / "site.toml"
+        config.write_text(textwrap.dedent(site_file))
+        self.child = self.spawn([*WSPBUS, "serve", "--workers", str(workers), "--config", config, "--pythonpath",
+                                 self.app_dir, "-b", "127.0.0.1:0", "--pidfile", self.pidfile],
+                                env=self.env, cwd=self.app_dir)
+        self.url = self.child.expect(r"^wspbus: serving (\S+)$").group(1)
+        self.child.expect(r"^wspbus: supervisor \d+")
+        return self.child
+
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run ``wspbus ARGS`` to its end (a control command, or a serve that fails)."""
         env = {**os.environ, **self.env}
@@ -207,6 +218,15 @@ class KeepAliveClient:
             last = now
             self.bodies.append(body)
         connection.close()
+
+    def wait_for_more(self, count: int = 3, timeout: float = DEADLINE) -> None:
+        """Wait until ``count`` more requests were answered."""
+        wanted = len(self.bodies) + count
+        deadline = time.monotonic() + timeout
+        while len(self.bodies) < wanted:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise AssertionError("no more answers; last %r, failures %r" % (self.bodies[-3:], self.failures[:3]))
+            time.sleep(0.01)  # test side only
 
     def wait_for(self, wanted: str, timeout: float = DEADLINE) -> None:
         deadline = time.monotonic() + timeout

@@ -34,6 +34,12 @@ __all__ = ["Pool", "PoolOptions"]
 
 #: When the replacement of a worker past its limits could not start: the next try.
 RECYCLE_RETRY = 10.0
+#: A worker's SIGTERM may be one of a signal sent to the whole group (Ctrl-C, systemd's
+#: KillMode=control-group, ``kill -- -PGID``), which reaches the supervisor at the same moment; the
+#: supervisor's own signal has begun its stop (or drain) well within this, and the worker then just
+#: stops with the others. Not a guess that correctness hangs on: a replacement started anyway is
+#: stopped with the rest, and the old worker stops once.
+SIGTERM_SETTLE = 0.3
 #: How long a replaced worker answers with ``Connection: close`` before it stops (see counting.py):
 #: long enough for a busy keep-alive client to send one more request and be told to reconnect.
 RETIRE_LINGER = 0.5
@@ -148,6 +154,9 @@ class Pool:
                 answer.set_result(message)
         elif kind == "recycle":
             self._recycle(worker, str(message.get("reason")))
+        elif kind == "terminate":
+            worker.send("hold")  # heard: it serves on until it is retired or stopped
+            self.loop.call_later(SIGTERM_SETTLE, self._recycle, worker, "it received SIGTERM (not from the supervisor)")
         elif kind == "reload":
             self.log("%r saw a source file change: reloading" % worker)
             self.request_reload().add_done_callback(lambda outcome: self._reload_asked(worker, outcome))
@@ -213,8 +222,9 @@ class Pool:
         self.log("%r replaces the worker of slot %d" % (worker, slot))
 
     def _recycle(self, worker: WorkerProcess, reason: str) -> None:
-        """A worker past its limits: start its replacement, retire it once the new one serves."""
-        if self.stopping or worker.stop_requested or worker.state != "serving" or worker.recycling:
+        """A worker past its limits, or that got SIGTERM: start its replacement, retire it once the
+        new one serves. Not while the site drains or stops: the worker stops with the others then."""
+        if self.stopping or self.draining or worker.stop_requested or worker.state != "serving" or worker.recycling:
             return
         worker.recycling = True
         self.log("%r is replaced because %s; its replacement starts first" % (worker, reason))
@@ -226,6 +236,8 @@ class Pool:
             assert new.started is not None
             await new.started
         except (WorkerFailed, OSError) as failure:
+            if self.stopping:
+                return  # the site stops: its stop ended the replacement, and ends the worker too
             self.log("The replacement of %r could not start: %s; it keeps serving, next try in %g s"
                      % (worker, failure, RECYCLE_RETRY), level=40)
             worker.recycling = False
@@ -302,16 +314,22 @@ class Pool:
     def _retire(self, worker: WorkerProcess, timeout: float | None, linger: float) -> None:
         """Have ``worker`` stop: stop accepting, finish its requests; SIGKILL it after the timeout.
 
-        ``linger``: a serving worker that others replace first answers with Connection: close
-        this long (a 'retire' message); otherwise, and for a stop of the site, SIGTERM at once.
+        A serving worker is told on its channel: with ``linger``, one that others replace first
+        answers with Connection: close this long ('retire'); else, for a stop of the site, it
+        stops at once ('stop'). A message, not a signal: a worker that also gets SIGTERM from a
+        signal sent to the whole group still stops once. A worker still starting reads no
+        messages yet: it gets SIGTERM. (One that reads none while serving is hung: the deadline
+        below SIGKILLs it, which is all a SIGTERM could have done.)
         """
         if worker.stop_requested or not worker.alive:
             return
-        if linger and worker.state == "serving":
-            worker.send("retire", linger=linger)
-        else:
+        if worker.state != "serving":
             linger = 0.0
             worker.signal(signal.SIGTERM)
+        elif linger:
+            worker.send("retire", linger=linger)
+        else:
+            worker.send("stop")
         worker.stop_requested = True
         worker.state = "stopping"
         if timeout is not None:
