@@ -11,8 +11,13 @@ only once every new worker reported STARTED are the old ones stopped, so some wo
 ready; a generation that cannot start is discarded and g keeps serving. Reload requests that
 arrive while one runs are merged into the next one, which imports the newest code.
 
-(A little over 400 lines: generations, replacements, recycling and the stop share one state on
-one thread; what stands alone is in backoff.py, heartbeat.py and recycling.py.)
+A worker that gets SIGTERM from someone else asks to be replaced (``terminate``); it is, with
+overlap, as one past its limits is, unless the site drains or stops: then it stops with the
+others. Serving workers are stopped with a message, so however many signals reach a worker (a
+signal sent to the whole group, then the supervisor's stop), it stops once.
+
+(About 440 lines: generations, replacements, recycling, a worker's SIGTERM and the stop share one
+state on one thread; what stands alone is in backoff.py, heartbeat.py and recycling.py.)
 """
 
 from __future__ import annotations
