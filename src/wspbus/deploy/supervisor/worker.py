@@ -92,20 +92,23 @@ class Worker:
         reasons = start_bus(self.bus, logs)  # as `wspbus serve` starts a site: the terminal hears one line
         if reasons:
             return self._failed(EX_UNAVAILABLE, start_failure(reasons))
-        if not self._begin_serving():
+        if not self._begin_serving(setup):
             self.bus.log("SIGTERM while starting: stopping now that the start is over")
             self.bus.exit()
             return int(self.bus.exit_code)
-        self._watch_limits(setup)
-        self._report_started(setup)
         self.bus.block()
         return int(self.bus.exit_code)
 
-    def _begin_serving(self) -> bool:
-        """From now on SIGTERM exits at once; False if one came during the start."""
+    def _begin_serving(self, setup: Message) -> bool:
+        """Report STARTED; False if a SIGTERM came during the start. Under the gate, so that the
+        supervisor hears 'started' before any 'terminate' (it replaces only a worker that serves)."""
         with self._gate:
+            if self._stop_when_started:
+                return False
+            self._watch_limits(setup)
+            self._report_started(setup)
             self._serving = True
-            return not self._stop_when_started
+            return True
 
     def _terminate(self) -> None:
         """The 'SIGTERM' listener: during the start, stop once the start is over (an exit must not
