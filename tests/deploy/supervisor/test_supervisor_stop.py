@@ -23,7 +23,7 @@ def test_sigterm_answers_the_requests_in_flight_and_stops_every_worker_at_once(s
     # At once, not one after the other: each worker was told to stop before any of them (each busy
     # with a request for 2 s) had ended.
     output = child.output()
-    told = [output.index("[worker %d] The supervisor stops the site" % pid) for pid in workers]
+    told = [output.index("[worker %d] The supervisor says stop" % pid) for pid in workers]
     ended = [output.index("[worker %d] Bus EXITED" % pid) for pid in workers]
     assert max(told) < min(ended), output
     assert not any(pid in tagged_pids(site.tag) for pid in workers)

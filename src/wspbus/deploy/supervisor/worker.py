@@ -119,8 +119,10 @@ class Worker:
                 self._stop_when_started = True
                 return
             told, self._terminate_told = self._terminate_told, True
-        if told or self.bus.exit_begun:
-            self.bus.log("SIGTERM again: this worker is already being replaced or stopping (it stops once)")
+        if self.bus.exit_begun:
+            self.bus.log("SIGTERM while stopping: the stop under way goes on (a worker stops once)")
+        elif told:
+            self.bus.log("SIGTERM again: the supervisor knows already (a worker stops once)")
         elif not self.channel.send("terminate"):
             self.bus.exit()  # the supervisor is gone: nobody will replace this worker or stop it
         else:
@@ -247,7 +249,7 @@ class Worker:
             elif kind == "retire":
                 self._retire(float(message.get("linger", 0)))
             elif kind == "stop":
-                self.bus.log("The supervisor stops the site: stopping")
+                self.bus.log("The supervisor says stop: stopping")
                 self.bus.exit()
             elif kind == "hold":
                 self._held.set()
