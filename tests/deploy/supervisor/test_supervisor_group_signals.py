@@ -30,12 +30,23 @@ def _stopped_once_each(output: str, workers: list[int]) -> None:
     assert CUT_OFF not in output, output
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_to_the_whole_group_finishes_the_requests_in_flight_and_stops_each_worker_once(site, signum):
+def _to_each(supervisor: int, workers: list[int], signum: int) -> None:
+    """As systemd's KillMode=control-group signals a service: the main process first, then every
+    other process of its cgroup, one kill() each."""
+    for pid in [supervisor, *workers]:
+        os.kill(pid, signum)
+
+
+@pytest.mark.parametrize("signum, send", [
+    (signal.SIGTERM, lambda supervisor, workers, signum: os.killpg(supervisor, signum)),  # kill -TERM -- -PGID
+    (signal.SIGINT, lambda supervisor, workers, signum: os.killpg(supervisor, signum)),  # Ctrl-C at a terminal
+    (signal.SIGTERM, _to_each),
+], ids=["SIGTERM-group", "SIGINT-group", "SIGTERM-each-systemd"])
+def test_a_signal_to_the_whole_group_finishes_the_requests_in_flight_and_stops_each_worker_once(site, signum, send):
     child = site.serve(workers=2)
     workers = site.worker_pids()
     replies = every_worker_busy(site, workers, "/slow?1.5", "slow request")
-    os.killpg(child.pid, signum)  # `kill -TERM -- -PGID`; Ctrl-C at a terminal sends SIGINT so
+    send(child.pid, workers, signum)
     assert [reply.result(DEADLINE)[0] for reply in replies] == [200] * len(replies)
     assert child.wait() == 0
     _stopped_once_each(child.output(), workers)
