@@ -8,6 +8,7 @@ too), ``/crash`` ends the worker,
 
 from __future__ import annotations
 
+import concurrent.futures
 import http.client
 import os
 import re
@@ -89,6 +90,17 @@ class Site:
             self.child.expect(r"^wspbus: supervisor \d+")
         return self.child
 
+    def serve_file(self, site_file: str, workers: int = 2) -> Child:
+        """Start ``wspbus serve --workers N --config site.toml`` with ``site_file`` as its text; wait for the banner."""
+        config = self.app_dir / "site.toml"
+        config.write_text(textwrap.dedent(site_file))
+        self.child = self.spawn([*WSPBUS, "serve", "--workers", str(workers), "--config", config, "--pythonpath",
+                                 self.app_dir, "-b", "127.0.0.1:0", "--pidfile", self.pidfile],
+                                env=self.env, cwd=self.app_dir)
+        self.url = self.child.expect(r"^wspbus: serving (\S+)$").group(1)
+        self.child.expect(r"^wspbus: supervisor \d+")
+        return self.child
+
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run ``wspbus ARGS`` to its end (a control command, or a serve that fails)."""
         env = {**os.environ, **self.env}
@@ -129,6 +141,18 @@ class Site:
             if time.monotonic() > deadline:
                 raise AssertionError("%d serving workers expected, got %r" % (count, self.status()["workers"]))
             time.sleep(0.02)
+
+
+def every_worker_busy(site, workers: list[int], path: str, said: str) -> list[concurrent.futures.Future]:
+    """Requests for ``path`` until each of ``workers`` has one in its hands (each says ``said`` PID)."""
+    pool = concurrent.futures.ThreadPoolExecutor(20)
+    futures, busy = [], set()
+    while busy != set(workers):
+        assert len(futures) < 20, "requests reached only workers %r of %r" % (busy, workers)
+        futures.append(pool.submit(site.get, path, 60 + DEADLINE))
+        busy.add(int(site.child.expect(r"^%s in (\d+)" % said).group(1)))
+    pool.shutdown(wait=False)
+    return futures
 
 
 def answered_by(site: Site, count: int, attempts: int = 200) -> set[int]:
@@ -194,6 +218,15 @@ class KeepAliveClient:
             last = now
             self.bodies.append(body)
         connection.close()
+
+    def wait_for_more(self, count: int = 3, timeout: float = DEADLINE) -> None:
+        """Wait until ``count`` more requests were answered."""
+        wanted = len(self.bodies) + count
+        deadline = time.monotonic() + timeout
+        while len(self.bodies) < wanted:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise AssertionError("no more answers; last %r, failures %r" % (self.bodies[-3:], self.failures[:3]))
+            time.sleep(0.01)  # test side only
 
     def wait_for(self, wanted: str, timeout: float = DEADLINE) -> None:
         deadline = time.monotonic() + timeout

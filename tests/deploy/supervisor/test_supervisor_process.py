@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import textwrap
 
 import pytest
 
@@ -71,19 +70,13 @@ def test_autoreload_reloads_the_workers_with_overlap(site):
 
 
 def test_a_drain_makes_every_worker_answer_not_ready(site):
-    (site.app_dir / "site.toml").write_text(textwrap.dedent("""
+    child = site.serve_file("""
         [[app]]
         target = "site_app:app"
         [plugins.health]
         [plugins.drain]
         drain_delay = 3
-    """))
-    child = site.spawn([*WSPBUS, "serve", "--workers", "2", "--config",
-                        site.app_dir / "site.toml", "--pythonpath", site.app_dir, "-b", "127.0.0.1:0",
-                        "--pidfile", site.pidfile], env=site.env, cwd=site.app_dir)
-    site.child = child
-    site.url = child.expect(r"^wspbus: serving (\S+)$").group(1)
-    child.expect(r"^wspbus: supervisor")
+    """)
     assert site.get("/readyz")[0] == 200
     child.send(signal.SIGTERM)
     child.expect("draining")

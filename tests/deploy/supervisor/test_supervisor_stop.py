@@ -2,41 +2,28 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import re
 import signal
 import socket
 import textwrap
 import time
 
-from supervised import tagged_pids, wait_gone
+from supervised import every_worker_busy, tagged_pids, wait_gone
 
 from support import DEADLINE
-
-
-def _every_worker_busy(site, workers: list[int], path: str, said: str) -> list[concurrent.futures.Future]:
-    """Requests for ``path`` until each of ``workers`` has one in its hands (each says ``said`` PID)."""
-    pool = concurrent.futures.ThreadPoolExecutor(20)
-    futures, busy = [], set()
-    while busy != set(workers):
-        assert len(futures) < 20, "requests reached only workers %r of %r" % (busy, workers)
-        futures.append(pool.submit(site.get, path, 60 + DEADLINE))
-        busy.add(int(site.child.expect(r"^%s in (\d+)" % said).group(1)))
-    pool.shutdown(wait=False)
-    return futures
 
 
 def test_sigterm_answers_the_requests_in_flight_and_stops_every_worker_at_once(site):
     child = site.serve(workers=2)
     workers = site.worker_pids()
-    replies = _every_worker_busy(site, workers, "/slow?2", "slow request")
+    replies = every_worker_busy(site, workers, "/slow?2", "slow request")
     child.send(signal.SIGTERM)
     assert [reply.result(DEADLINE)[0] for reply in replies] == [200] * len(replies)
     assert child.wait() == 0
     # At once, not one after the other: each worker was told to stop before any of them (each busy
     # with a request for 2 s) had ended.
     output = child.output()
-    told = [output.index("[worker %d] Caught signal SIGTERM" % pid) for pid in workers]
+    told = [output.index("[worker %d] The supervisor says stop" % pid) for pid in workers]
     ended = [output.index("[worker %d] Bus EXITED" % pid) for pid in workers]
     assert max(told) < min(ended), output
     assert not any(pid in tagged_pids(site.tag) for pid in workers)
@@ -48,7 +35,7 @@ def test_graceful_timeout_bounds_the_whole_stop_and_names_the_stragglers(site):
     workers = site.worker_pids()
     # Hung for good, holding the GIL: only the supervisor's SIGKILL at the timeout ends them (a
     # worker merely slow could end on its own bound, which is the same timeout).
-    futures = _every_worker_busy(site, workers, "/spin", "spinning")
+    futures = every_worker_busy(site, workers, "/spin", "spinning")
     started = time.monotonic()
     child.send(signal.SIGTERM)
     assert child.wait() == 0

@@ -19,6 +19,8 @@ worker -> supervisor
 ``stuck``              instead of heartbeats: every request thread of a server is stuck (stuck.py);
                        ``reason``
 ``reload``             its autoreloader saw a change: the supervisor starts a new generation
+``terminate``          it got SIGTERM (an admin's, or one sent to the whole group): it serves on
+                       until told to ``retire`` (replaced, the new worker first) or ``stop``
 supervisor -> worker
 ``config``             the first message: ``config`` (a SiteConfig as a dict), ``generation``,
                        ``heartbeat`` (seconds, or null), ``autoreload`` (this worker watches files)
@@ -26,6 +28,8 @@ supervisor -> worker
 ``graceful``           reopen logs and the like ('graceful' on the worker's bus)
 ``stats``              report counts now (``ask`` is echoed back)
 ``retire``             replaced: answer with ``Connection: close`` for ``linger`` s, then stop
+``stop``               the site stops: stop now (stop accepting, finish the requests in flight)
+``hold``               the answer to ``terminate``: heard; serve on until ``retire`` or ``stop``
 ``rearm``              the reload its autoreloader asked for failed: watch the files again
 =====================  ===========================================================================
 """

@@ -11,8 +11,13 @@ only once every new worker reported STARTED are the old ones stopped, so some wo
 ready; a generation that cannot start is discarded and g keeps serving. Reload requests that
 arrive while one runs are merged into the next one, which imports the newest code.
 
-(A little over 400 lines: generations, replacements, recycling and the stop share one state on
-one thread; what stands alone is in backoff.py, heartbeat.py and recycling.py.)
+A worker that gets SIGTERM from someone else asks to be replaced (``terminate``); it is, with
+overlap, as one past its limits is, unless the site drains or stops: then it stops with the
+others. Serving workers are stopped with a message, so however many signals reach a worker (a
+signal sent to the whole group, then the supervisor's stop), it stops once.
+
+(About 440 lines: generations, replacements, recycling, a worker's SIGTERM and the stop share one
+state on one thread; what stands alone is in backoff.py, heartbeat.py and recycling.py.)
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ __all__ = ["Pool", "PoolOptions"]
 
 #: When the replacement of a worker past its limits could not start: the next try.
 RECYCLE_RETRY = 10.0
+#: A worker's SIGTERM may be one of a signal sent to the whole group (Ctrl-C, systemd's
+#: KillMode=control-group, ``kill -- -PGID``), which reaches the supervisor at the same moment; the
+#: supervisor's own signal has begun its stop (or drain) well within this, and the worker then just
+#: stops with the others. Not a guess that correctness hangs on: a replacement started anyway is
+#: stopped with the rest, and the old worker stops once.
+SIGTERM_SETTLE = 0.3
 #: How long a replaced worker answers with ``Connection: close`` before it stops (see counting.py):
 #: long enough for a busy keep-alive client to send one more request and be told to reconnect.
 RETIRE_LINGER = 0.5
@@ -150,6 +161,9 @@ class Pool:
             self._recycle(worker, str(message.get("reason")))
         elif kind == "stuck" and self.hung is not None:
             self.hung.stuck(worker, str(message.get("reason")))
+        elif kind == "terminate":
+            worker.send("hold")  # heard: it serves on until it is retired or stopped
+            self.loop.call_later(SIGTERM_SETTLE, self._recycle, worker, "it received SIGTERM (not from the supervisor)")
         elif kind == "reload":
             self.log("%r saw a source file change: reloading" % worker)
             self.request_reload().add_done_callback(lambda outcome: self._reload_asked(worker, outcome))
@@ -220,8 +234,9 @@ class Pool:
         self.log("%r replaces the worker of slot %d" % (worker, slot))
 
     def _recycle(self, worker: WorkerProcess, reason: str) -> None:
-        """A worker past its limits: start its replacement, retire it once the new one serves."""
-        if self.stopping or worker.stop_requested or worker.state != "serving" or worker.recycling:
+        """A worker past its limits, or that got SIGTERM: start its replacement, retire it once the
+        new one serves. Not while the site drains or stops: the worker stops with the others then."""
+        if self.stopping or self.draining or worker.stop_requested or worker.state != "serving" or worker.recycling:
             return
         worker.recycling = True
         self.log("%r is replaced because %s; its replacement starts first" % (worker, reason))
@@ -233,6 +248,8 @@ class Pool:
             assert new.started is not None
             await new.started
         except (WorkerFailed, OSError) as failure:
+            if self.stopping:
+                return  # the site stops: its stop ended the replacement, and ends the worker too
             self.log("The replacement of %r could not start: %s; it keeps serving, next try in %g s"
                      % (worker, failure, RECYCLE_RETRY), level=40)
             worker.recycling = False
@@ -309,16 +326,22 @@ class Pool:
     def _retire(self, worker: WorkerProcess, timeout: float | None, linger: float) -> None:
         """Have ``worker`` stop: stop accepting, finish its requests; SIGKILL it after the timeout.
 
-        ``linger``: a serving worker that others replace first answers with Connection: close
-        this long (a 'retire' message); otherwise, and for a stop of the site, SIGTERM at once.
+        A serving worker is told on its channel: with ``linger``, one that others replace first
+        answers with Connection: close this long ('retire'); else, for a stop of the site, it
+        stops at once ('stop'). A message, not a signal: a worker that also gets SIGTERM from a
+        signal sent to the whole group still stops once. A worker still starting reads no
+        messages yet: it gets SIGTERM. (One that reads none while serving is hung: the deadline
+        below SIGKILLs it, which is all a SIGTERM could have done.)
         """
         if worker.stop_requested or not worker.alive:
             return
-        if linger and worker.state == "serving":
-            worker.send("retire", linger=linger)
-        else:
+        if worker.state != "serving":
             linger = 0.0
             worker.signal(signal.SIGTERM)
+        elif linger:
+            worker.send("retire", linger=linger)
+        else:
+            worker.send("stop")
         worker.stop_requested = True
         worker.state = "stopping"
         if timeout is not None:

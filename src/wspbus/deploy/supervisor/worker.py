@@ -11,6 +11,15 @@ Signals a terminal sends to the whole process group (SIGINT, SIGHUP, SIGTTIN, SI
 supervisor's to act on: a worker ignores them, and ends when the supervisor tells it to. Until its
 site is built, SIGTERM keeps its default action: a worker still importing the site has nothing to
 finish, and ends at once (a Ctrl-C or a stop must not wait for a slow import).
+
+Once it serves, a worker does not stop on a SIGTERM of its own: it may be one signal of many sent
+to the whole group (systemd's KillMode=control-group, ``kill -- -PGID``), and the supervisor,
+which got one too, drains and stops the site; or an admin's, meant for this worker alone, and the
+supervisor replaces it, the new worker ready first. So the worker tells the supervisor
+(``terminate``) and serves on until told to ``retire`` or ``stop``; a supervisor that does not
+acknowledge (``hold``) within the graceful timeout (at most ORDERS_WAIT) is hung, and the worker
+stops on its own. The supervisor stops a serving worker with a message, not a signal, and a stop
+is a stop: however many signals come, a worker stops once (SIGKILL remains for the impatient).
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ import sys
 import threading
 from typing import Any, TextIO
 
+from ...plugins._signal_worker import SignalWorker
+from ...plugins.base import ignore_listener_failures
 from ...plugins.logs import LogRouter
 from ..config import ConfigError, SiteConfig
 from ..exits import EX_CONFIG, EX_UNAVAILABLE
@@ -42,6 +53,8 @@ WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s [worker %(process)d] %(message)s"
 IGNORED_SIGNALS = ("SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU")
 #: Servers that close a connection when the app's response says ``Connection: close``.
 CLOSE_HONOURED = ("cheroot", "uvicorn", "granian")
+#: The longest a worker that got SIGTERM waits for the supervisor to acknowledge it (``hold``).
+ORDERS_WAIT = 5.0
 
 
 class Worker:
@@ -57,6 +70,9 @@ class Worker:
         self._gate = threading.Lock()
         self._serving = False
         self._stop_when_started = False
+        self._terminate_told = False
+        self._held = threading.Event()
+        self._orders_wait = ORDERS_WAIT
 
     def run(self) -> int:
         """The worker's exit status: 0 after a clean stop, 69/78 when it could not start."""
@@ -66,6 +82,8 @@ class Worker:
         config = from_dict(setup["config"])
         config.reload = config.reload and bool(setup.get("autoreload"))  # one watcher per site is enough
         self.bus.graceful_timeout = config.graceful_timeout
+        if config.graceful_timeout is not None:
+            self._orders_wait = min(ORDERS_WAIT, config.graceful_timeout)
         self._ignore_group_signals()
         self._dump_stacks_on_abort(config)
         try:
@@ -77,29 +95,50 @@ class Worker:
         reasons = start_bus(self.bus, logs)  # as `wspbus serve` starts a site: the terminal hears one line
         if reasons:
             return self._failed(EX_UNAVAILABLE, start_failure(reasons))
-        if not self._begin_serving():
+        if not self._begin_serving(setup):
             self.bus.log("SIGTERM while starting: stopping now that the start is over")
             self.bus.exit()
             return int(self.bus.exit_code)
-        self._watch_limits(setup)
-        self._report_started(setup)
         self.bus.block()
         return int(self.bus.exit_code)
 
-    def _begin_serving(self) -> bool:
-        """From now on SIGTERM exits at once; False if one came during the start."""
+    def _begin_serving(self, setup: Message) -> bool:
+        """Report STARTED; False if a SIGTERM came during the start. Under the gate, so that the
+        supervisor hears 'started' before any 'terminate' (it replaces only a worker that serves)."""
         with self._gate:
+            if self._stop_when_started:
+                return False
+            self._watch_limits(setup)
+            self._report_started(setup)
             self._serving = True
-            return not self._stop_when_started
+            return True
 
     def _terminate(self) -> None:
-        """SIGTERM: exit; during the start, once the start is over (an exit must not race a start,
-        or the bus ends STARTED after EXITED, a worker that neither serves nor ends)."""
+        """The 'SIGTERM' listener: during the start, stop once the start is over (an exit must not
+        race a start, or the bus ends STARTED after EXITED, a worker that neither serves nor ends);
+        once serving, tell the supervisor, once, and serve on until it says what to do."""
         with self._gate:
             if not self._serving:
                 self._stop_when_started = True
                 return
-        self.bus.exit()
+            told, self._terminate_told = self._terminate_told, True
+        if self.bus.exit_begun:
+            self.bus.log("SIGTERM while stopping: the stop under way goes on (a worker stops once)")
+        elif told:
+            self.bus.log("SIGTERM again: the supervisor knows already (a worker stops once)")
+        elif not self.channel.send("terminate"):
+            self.bus.exit()  # the supervisor is gone: nobody will replace this worker or stop it
+        else:
+            self.bus.log("SIGTERM: the supervisor replaces this worker (the new one first) or stops the "
+                         "site; serving until it says which")
+            threading.Thread(target=self._await_hold, name="wspbus SIGTERM", daemon=True).start()
+
+    def _await_hold(self) -> None:
+        """A supervisor that does not acknowledge a SIGTERM at once is hung: stop on our own."""
+        if not self._held.wait(self._orders_wait) and not self.bus.exit_begun:
+            self.bus.log("The supervisor did not answer within %g s: stopping on its own" % self._orders_wait,
+                         level=30)
+            self.bus.exit()
 
     # -- building ---------------------------------------------------------------------------
 
@@ -135,12 +174,28 @@ class Worker:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
     def _handle_signals(self) -> None:
-        """SIGTERM stops the worker (after its start, if it comes during it); SIGUSR1 is 'graceful'."""
+        """SIGTERM goes to _terminate (on the 'SIGTERM' channel, as SignalHandler publishes it);
+        SIGUSR1 is 'graceful'.
+
+        SIGTERM takes the shared signal pipeline but not SignalHandler's rule that a second one
+        ends the process at once: a worker stopping gracefully may get SIGTERM from systemd or a
+        group kill as well, and it must not cut its requests short for it (module docstring).
+        """
         from ...plugins.signals import SignalHandler
 
         handler = SignalHandler(self.bus)
-        handler.handlers = {"SIGTERM": self._terminate, "SIGUSR1": self.bus.graceful}
+        handler.handlers = {"SIGUSR1": self.bus.graceful}
         handler.subscribe()
+        self.bus.subscribe("SIGTERM", self._terminate)
+        SignalWorker(self.bus, self._sigterm_received, name="wspbus SIGTERM signals").install(signal.SIGTERM)
+
+    def _sigterm_received(self, signum: int) -> None:
+        """On the pipeline's thread: publish 'SIGTERM' on a thread of its own (a site's listener may be slow)."""
+        threading.Thread(target=self._publish_sigterm, name="wspbus SIGTERM", daemon=True).start()
+
+    def _publish_sigterm(self) -> None:
+        self.bus.log("Caught signal SIGTERM.")
+        ignore_listener_failures(self.bus.publish, "SIGTERM")
 
     def _dump_stacks_on_abort(self, config: SiteConfig) -> None:
         """SIGABRT (the supervisor's answer to a hung worker) writes every thread's stack to the log:
@@ -205,6 +260,11 @@ class Worker:
                 self.channel.send("stats", ask=message.get("ask"), **self.stats())
             elif kind == "retire":
                 self._retire(float(message.get("linger", 0)))
+            elif kind == "stop":
+                self.bus.log("The supervisor says stop: stopping")
+                self.bus.exit()
+            elif kind == "hold":
+                self._held.set()
             elif kind == "rearm":
                 self._rearm_autoreload()
         if not self.bus.exit_begun:
