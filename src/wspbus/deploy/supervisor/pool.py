@@ -16,7 +16,7 @@ overlap, as one past its limits is, unless the site drains or stops: then it sto
 others. Serving workers are stopped with a message, so however many signals reach a worker (a
 signal sent to the whole group, then the supervisor's stop), it stops once.
 
-(About 440 lines: generations, replacements, recycling, a worker's SIGTERM and the stop share one
+(About 460 lines: generations, replacements, recycling, a worker's SIGTERM and the stop share one
 state on one thread; what stands alone is in backoff.py, heartbeat.py and recycling.py.)
 """
 
@@ -174,6 +174,10 @@ class Pool:
             self.log(line, level=40)
 
     def _started(self, worker: WorkerProcess, message: Message) -> None:
+        if worker.stop_requested:
+            # Our SIGTERM crossed its 'started' on the way: the worker took it for someone else's
+            # and asks to be replaced ('terminate'); what it waits for is this stop.
+            worker.send("stop")
         worker.state = "serving" if not worker.stop_requested else worker.state
         worker.serving_since = time.monotonic()
         worker.report = self.site_report = message
@@ -243,13 +247,14 @@ class Pool:
         self._task(self._renew(worker, reason))
 
     async def _renew(self, worker: WorkerProcess, reason: str) -> None:
+        new: WorkerProcess | None = None
         try:
             new = self._spawn(worker.generation, worker.slot)
             assert new.started is not None
             await new.started
         except (WorkerFailed, OSError) as failure:
-            if self.stopping:
-                return  # the site stops: its stop ended the replacement, and ends the worker too
+            if self.stopping or (new is not None and new.stop_requested):
+                return  # stopped on purpose (the site stops, or a reload retires its generation): no failure
             self.log("The replacement of %r could not start: %s; it keeps serving, next try in %g s"
                      % (worker, failure, RECYCLE_RETRY), level=40)
             worker.recycling = False
@@ -299,6 +304,9 @@ class Pool:
         try:
             await self._start_generation(generation, range(self.target))
         except WorkerFailed as failure:
+            # Every worker of the failed generation goes, the replacements started meanwhile too
+            # (a worker of it SIGTERMed by someone else during the start is replaced by one more).
+            self._stop_all_now([worker for worker in self.workers if worker.generation == generation])
             if self.stopping:
                 raise WorkerFailed(1, "the site is stopping") from None
             self.log("Reload failed: generation %d could not start: %s; generation %d keeps serving"

@@ -51,10 +51,12 @@ __all__ = ["main"]
 #: Each line of a worker's error log names the worker: one log, several processes.
 WORKER_LOG_FORMAT = "%(asctime)s %(levelname)s [worker %(process)d] %(message)s"
 IGNORED_SIGNALS = ("SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU")
-#: Servers that close a connection when the app's response says ``Connection: close``.
+#: Servers that pass an app's ``Connection: close`` on to the client (which then sends no other request on it).
 CLOSE_HONOURED = ("cheroot", "uvicorn", "granian")
 #: The longest a worker that got SIGTERM waits for the supervisor to acknowledge it (``hold``).
 ORDERS_WAIT = 5.0
+#: ... and at least this long, however short the graceful timeout (the wait is for a message, not a request).
+ORDERS_WAIT_FLOOR = 1.0
 
 
 class Worker:
@@ -83,7 +85,7 @@ class Worker:
         config.reload = config.reload and bool(setup.get("autoreload"))  # one watcher per site is enough
         self.bus.graceful_timeout = config.graceful_timeout
         if config.graceful_timeout is not None:
-            self._orders_wait = min(ORDERS_WAIT, config.graceful_timeout)
+            self._orders_wait = min(ORDERS_WAIT, max(ORDERS_WAIT_FLOOR, config.graceful_timeout))
         self._ignore_group_signals()
         self._dump_stacks_on_abort(config)
         try:
