@@ -100,3 +100,12 @@ def test_the_guard_is_not_a_coroutine_of_its_own():
     awaitable = asgi_head_guard(app, LIMITS)(scope(), None, None)
     assert awaitable.cr_code is app.__code__
     awaitable.close()
+
+
+@pytest.mark.parametrize("name", [b"content-length ", b"x-a\t", b"x-a ", b""])
+def test_a_name_a_lax_parser_left_malformed_is_refused(name):
+    assert guarded_status(scope(headers=[(name, b"1")])) == 400
+
+
+def test_a_content_length_a_lax_server_left_among_the_fields_is_checked():
+    assert environ_status(environ(fields={"HTTP_CONTENT_LENGTH": "5x"}), HeadLimits()) == 400

@@ -60,6 +60,10 @@ class SignalHandler:
             "SIGUSR1": bus.graceful,
         }
         self.signals: dict[int, str] = {sig.value: sig.name for sig in _signal.Signals}
+        #: Signals of which a second one (or one while the bus shuts down for good) ends the
+        #: process at once; a process that must stop once however many come (a supervised
+        #: worker: a signal to the whole group, then its supervisor's stop) empties it.
+        self.terminating: frozenset[int] = TERMINATING
         self._subscribed: list[tuple[str, Callable[[], Any]]] = []
         self._termination = Termination(bus, already_ending=self._bus_is_shutting_down)
         self._worker = SignalWorker(bus, self._dispatch, name="wspbus signals")
@@ -126,7 +130,7 @@ class SignalHandler:
     def _dispatch(self, signum: int) -> None:
         """On the worker thread: a second terminating signal ends the process, any other is
         published on a thread of its own."""
-        if signum in TERMINATING:
+        if signum in self.terminating:
             self._termination.claim(signum)
             cancel_restart(self.bus)  # told to end: a restart under way must not bring it back
         name = self.signals.get(signum, "signal %d" % signum)

@@ -101,7 +101,8 @@ class InFlight:
                 self._changed.notify_all()
 
     def activity(self) -> tuple[int, float]:
-        """(requests running, the ``time.monotonic()`` at which one last began or ended)."""
+        """(requests running, the ``time.monotonic()`` at which one last began or ended, or a
+        streamed WSGI body last yielded a piece)."""
         return len(self._running), self._last_change
 
     def cut_off(self, grace: float) -> list[str]:
@@ -117,7 +118,7 @@ class InFlight:
                 request.task.get_loop().call_soon_threadsafe(request.task.cancel)
         with self._changed:
             self._changed.wait_for(lambda: all(r.ended or r.task is None for r in requests), grace)
-        taken = self._cut + list(self._running)
+        taken = {*self._cut, *self._running}  # one ending just now may be in both
         self._cut, self._running = [], set()
         self._stopping = False
         now = time.monotonic()
@@ -186,7 +187,17 @@ class _TrackedBody:
         self._request = request
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._body)
+        if isinstance(self._body, (list, tuple)):
+            return iter(self._body)  # made whole already: nothing to wait for
+        return self._streamed()
+
+    def _streamed(self) -> Iterator[bytes]:
+        """A body made as it is sent (a download, server-sent events, a long poll): each piece
+        is progress, so a thread streaming one is busy, not stuck (activity())."""
+        in_flight = self._in_flight
+        for chunk in self._body:
+            in_flight._last_change = time.monotonic()
+            yield chunk
 
     def close(self) -> None:
         try:

@@ -112,7 +112,7 @@ def inspect_parsed_head(request_line: int, fields: list[bytes], limits: HeadLimi
 def inspect_environ(environ: dict[str, object], limits: HeadLimits) -> Refusal | None:
     """inspect_parsed_head for a head a server parsed into a WSGI environ (granian): the fields
     rebuilt from the HTTP_ keys and CONTENT_TYPE/CONTENT_LENGTH, the request line from the method,
-    the path and the query (a path sent with percent-escapes is counted decoded: a little shorter)."""
+    the path and the query."""
     if not _environ_needs_inspection(environ, limits):
         return None
     fields = []
@@ -124,16 +124,22 @@ def inspect_environ(environ: dict[str, object], limits: HeadLimits) -> Refusal |
         else:
             continue
         fields.append(("%s: %s" % (name, value)).encode("latin-1", "replace"))
+    return inspect_parsed_head(_environ_request_line(environ), fields, limits)
+
+
+def _environ_request_line(environ: dict[str, object]) -> int:
+    """The length of the request line an environ came from (METHOD TARGET HTTP/x.y); a path sent
+    with percent-escapes is counted decoded: a little shorter."""
     query = str(environ.get("QUERY_STRING") or "")
     target = len(str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))) + (len(query) + 1 if query else 0)
-    line = len(str(environ.get("REQUEST_METHOD", ""))) + 1 + target + 1 + len(str(environ.get("SERVER_PROTOCOL", "")))
-    return inspect_parsed_head(line, fields, limits)
+    return len(str(environ.get("REQUEST_METHOD", ""))) + 1 + target + 1 + len(str(environ.get("SERVER_PROTOCOL", "")))
 
 
 def _environ_needs_inspection(environ: dict[str, object], limits: HeadLimits) -> bool:
     """Whether a parsed head (in an environ) may break a limit or frame its body ambiguously;
     False, the common case (a few short fields, no body), spares rebuilding its lines on every request."""
-    if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ or "CONTENT_TYPE" in environ:
+    if ("CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ or "CONTENT_TYPE" in environ
+            or "HTTP_CONTENT_LENGTH" in environ):  # a body's framing (a lax server may leave the last), or a body
         return True
     fields = 0
     longest = limits.max_header_field - 2  # a field line is 'Name: value'
@@ -142,9 +148,7 @@ def _environ_needs_inspection(environ: dict[str, object], limits: HeadLimits) ->
             fields += 1
             if len(key) - 5 + len(str(value)) > longest:
                 return True
-    target = len(str(environ.get("SCRIPT_NAME", ""))) + len(str(environ.get("PATH_INFO", "")))
-    line = len(str(environ.get("REQUEST_METHOD", ""))) + target + len(str(environ.get("QUERY_STRING") or "")) + 2
-    return fields > limits.max_headers or line + len(str(environ.get("SERVER_PROTOCOL", ""))) + 1 > limits.max_request_line
+    return fields > limits.max_headers or _environ_request_line(environ) > limits.max_request_line
 
 
 def asgi_head_guard(app: ASGIApp, limits: HeadLimits) -> ASGIApp:
@@ -174,9 +178,13 @@ def _needs_inspection(scope: Scope, limits: HeadLimits) -> bool:
         return True
     longest = limits.max_header_field - 2  # the ": " between name and value
     for name, value in headers:
-        if len(name) + len(value) > longest or len(name) in _FRAMING_NAME_LENGTHS:
-            return True
+        if len(name) + len(value) > longest or len(name) in _FRAMING_NAME_LENGTHS or name[-1:] in _BLANKS:
+            return True  # near a limit, a body's framing, or a name a lax parser left malformed
     return False
+
+
+#: The last byte of an empty name (b"") or of one a lax parser kept a space or tab in.
+_BLANKS = frozenset((b"", b" ", b"\t"))
 
 
 #: The lengths of the names that frame a body (Content-Length, Transfer-Encoding): a field with

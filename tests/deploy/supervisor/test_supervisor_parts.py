@@ -184,3 +184,32 @@ def test_a_bad_bound_on_the_command_line_is_one_line_naming_the_option():
     with pytest.raises(ConfigError, match=r"^--worker-timeout: expected a number of seconds above 0 "
                                           r"\(inf for no limit\), got 'soon'$"):
         pool_options(args, SiteConfig())
+
+
+def test_a_wsgi_app_on_an_asgi_server_is_judged_by_the_bridge_threads_and_an_asgi_app_never():
+    bus = Bus()
+    assert request_threads(HTTPServer(bus, _hello, "127.0.0.1:0", server="uvicorn")) == 10  # the bridge's default
+    assert request_threads(HTTPServer(bus, _hello, "127.0.0.1:0", server="uvicorn", threads=3)) == 3
+
+    async def asgi(scope, receive, send):
+        pass
+
+    assert request_threads(HTTPServer(bus, asgi, "127.0.0.1:0", server="uvicorn", protocol="asgi")) is None
+
+
+def test_a_thread_streaming_a_body_is_busy_not_stuck():
+    """A download or server-sent events: each piece sent is progress."""
+    server = HTTPServer(Bus(), _hello, "127.0.0.1:0", server="cheroot", threads=1)  # never started
+    judge = StuckThreads([server], 2.0)
+
+    def streaming(environ, start_response):
+        start_response("200 OK", [])
+        return (b"piece %d" % n for n in range(3))
+
+    body = server.in_flight.wrap(streaming, "wsgi")({}, lambda *args: None)
+    pieces = iter(body)
+    server.in_flight._last_change -= 10  # as if it had begun 10 s ago
+    assert "has all 1 request threads" in judge.reason()  # begun, nothing sent for the timeout
+    next(pieces)
+    assert judge.reason() is None  # a piece went out just now
+    body.close()

@@ -10,8 +10,10 @@ threads are free is not a hang: they still serve. Why "any server" and not "ever
 server whose threads are all stuck still accepts connections, which then wait for good.
 
 The counts are those the server already keeps for its stop (servers/inflight.py InFlight).
-Servers with no such pool are never judged here: an event loop (ASGI) has its heartbeat sent
-through that loop, and a server with a thread per connection (stdlib) is never full.
+Servers with no such pool are never judged here: an event loop serving an ASGI app has its
+heartbeat sent through that loop, and a server with a thread per connection (stdlib) is never
+full. A WSGI app on an ASGI server is judged by the bridge's threads (wsgi_in_asgi.py); the WSGI
+apps of a mixed site are not (its requests, ASGI ones among them, are counted together).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterable
 
 from ... import servers
 from ...servers.httpserver import HTTPServer
+from ...servers import wsgi_in_asgi
 from ...servers.protocols import module_of
 
 __all__ = ["StuckThreads", "request_threads"]
@@ -30,8 +33,10 @@ __all__ = ["StuckThreads", "request_threads"]
 def request_threads(server: HTTPServer) -> int | None:
     """How many requests ``server`` runs at once, on its pool of threads; None if it has no pool
     (an event loop, or a thread per connection)."""
-    if server.spoken != "wsgi":
-        return None
+    if server.protocol != "wsgi":
+        return None  # an ASGI app (a mixed site too): its requests hold no thread
+    if server.spoken == "asgi":  # a WSGI app on an ASGI server: each request holds a bridge thread
+        return server.threads or wsgi_in_asgi.DEFAULT_THREADS
     module = importlib.import_module("." + module_of(server.server), servers.__name__)
     default = getattr(module, "DEFAULT_THREADS", None)
     if default is None:

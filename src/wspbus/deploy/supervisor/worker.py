@@ -32,8 +32,6 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from ...plugins._signal_worker import SignalWorker
-from ...plugins.base import ignore_listener_failures
 from ...plugins.logs import LogRouter
 from ..config import ConfigError, SiteConfig
 from ..exits import EX_CONFIG, EX_UNAVAILABLE
@@ -176,28 +174,15 @@ class Worker:
             signal.signal(getattr(signal, name), signal.SIG_IGN)
 
     def _handle_signals(self) -> None:
-        """SIGTERM goes to _terminate (on the 'SIGTERM' channel, as SignalHandler publishes it);
-        SIGUSR1 is 'graceful'.
-
-        SIGTERM takes the shared signal pipeline but not SignalHandler's rule that a second one
-        ends the process at once: a worker stopping gracefully may get SIGTERM from systemd or a
-        group kill as well, and it must not cut its requests short for it (module docstring).
-        """
+        """SIGTERM goes to _terminate, SIGUSR1 is 'graceful'; without SignalHandler's rule that a
+        second SIGTERM ends the process at once: a worker stopping gracefully may get SIGTERM from
+        systemd or a group kill as well, and must not cut its requests short for it (module docstring)."""
         from ...plugins.signals import SignalHandler
 
         handler = SignalHandler(self.bus)
-        handler.handlers = {"SIGUSR1": self.bus.graceful}
+        handler.terminating = frozenset()
+        handler.handlers = {"SIGTERM": self._terminate, "SIGUSR1": self.bus.graceful}
         handler.subscribe()
-        self.bus.subscribe("SIGTERM", self._terminate)
-        SignalWorker(self.bus, self._sigterm_received, name="wspbus SIGTERM signals").install(signal.SIGTERM)
-
-    def _sigterm_received(self, signum: int) -> None:
-        """On the pipeline's thread: publish 'SIGTERM' on a thread of its own (a site's listener may be slow)."""
-        threading.Thread(target=self._publish_sigterm, name="wspbus SIGTERM", daemon=True).start()
-
-    def _publish_sigterm(self) -> None:
-        self.bus.log("Caught signal SIGTERM.")
-        ignore_listener_failures(self.bus.publish, "SIGTERM")
 
     def _dump_stacks_on_abort(self, config: SiteConfig) -> None:
         """SIGABRT (the supervisor's answer to a hung worker) writes every thread's stack to the log:
