@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import time
 
 import pytest
 from supervised import KeepAliveClient, every_worker_busy, tagged_pids, wait_gone
@@ -132,3 +133,22 @@ def test_a_stop_while_a_sigtermed_worker_is_being_replaced_stops_every_worker_on
     assert output.count("[worker %d] Bus STOPPING" % old) == 1, output
     assert CUT_OFF not in output, output
     wait_gone(tagged_pids(site.tag))
+
+
+def test_a_worker_started_during_a_drain_is_not_ready_from_its_first_answer(site):
+    """A worker that replaces one killed while the site drains is told so as it starts: its
+    very first /readyz says 503, not 200 until the supervisor's 'drain' message reaches it."""
+    child = site.serve_file(DRAINED_SITE, workers=1)
+    [old] = site.wait_for_workers(1)
+    os.kill(child.pid, signal.SIGTERM)
+    child.expect("SIGTERM: draining")
+    os.kill(old, signal.SIGKILL)
+    answers = []  # every answer from the replacement, from its first on, while the drain lasts
+    deadline = time.monotonic() + DEADLINE
+    while len(answers) < 20 and time.monotonic() < deadline:
+        try:
+            answers.append(site.get("/readyz")[0])
+        except OSError:
+            continue  # no worker yet: the listening socket holds the connection until one accepts
+    assert answers == [503] * 20
+    assert child.wait() == 0

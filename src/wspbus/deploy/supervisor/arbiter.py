@@ -221,7 +221,8 @@ class Arbiter(SimplePlugin):
         options = self.options
         setup = {**self._setup, "generation": generation, "slot": slot, "autoreload": slot == 0,
                  "max_requests": request_limit(options.max_requests, options.max_requests_jitter),
-                 "max_rss": options.max_worker_memory}
+                 "max_rss": options.max_worker_memory,
+                 "draining": self.pool.draining if self.pool is not None else False}  # a replacement during a drain
         return spawn_worker(generation, slot, fds, setup)
 
     def _heartbeat_interval(self) -> float | None:

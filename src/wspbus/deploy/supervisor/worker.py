@@ -92,6 +92,8 @@ class Worker:
         except ConfigError as exc:
             return self._failed(EX_CONFIG, str(exc))
         self._handle_signals()  # not before: a SIGTERM while the site imports ends it there and then
+        if setup.get("draining"):  # started during a drain: not ready from its first request on
+            self.bus.publish("drain")
         reasons = start_bus(self.bus, logs)  # as `wspbus serve` starts a site: the terminal hears one line
         if reasons:
             return self._failed(EX_UNAVAILABLE, start_failure(reasons))
