@@ -26,7 +26,7 @@ from .request_head import HeadLimits
 from .protocols import PROTOCOLS, choose_server, detect_protocol, module_of, spoken_by
 from .sockets.activation import PASSED
 from .sockets.addresses import address_of, bracketed
-from .sockets.binds import Bind, close_listener, no_delay, open_listener, unix_file_identity
+from .sockets.binds import Bind, close_listener, no_delay, open_listener, second_descriptor, unix_file_identity
 
 __all__ = ["HTTPServer"]
 
@@ -101,7 +101,7 @@ class HTTPServer(ServerAdapter):
                                log=self.bus.log, name="wspbus %s" % self.bind, shared_loop=self._loop(),
                                limits=self.limits, protocol=self.spoken)
         module = importlib.import_module("." + module_of(self.server), __package__)
-        copy = self._listener.dup()
+        copy = second_descriptor(self._listener)
         try:
             self.httpserver = module.create(self._served_app, copy, options)
             super().start()

@@ -103,3 +103,31 @@ def test_signals_right_after_a_reload_leave_a_serving_site_or_an_exited_one(site
     child.send(signal.SIGTERM)  # while the new generation starts
     assert child.wait() == 0
     wait_gone(tagged_pids(site.tag))
+
+
+ASGI_APP = '''
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"%s"})
+'''
+
+
+def test_reloads_of_an_asgi_site_fail_no_request_of_either_client(site):
+    """The ASGI default server (uvicorn) in retiring workers: a connection accepted in the instant
+    the server stops is answered, not left hanging until the client gives up."""
+    (site.app_dir / "asgi_app.py").write_text(ASGI_APP % "v1")
+    site.serve(app="asgi_app:app", workers=1)
+    with KeepAliveClient(site.url) as kept, SteadyClient(site.url) as fresh:
+        kept.wait_for("v1")
+        for number in range(2, 5):
+            temporary = site.app_dir / "asgi_app.py.tmp"
+            temporary.write_text(ASGI_APP % ("v%d" % number))
+            temporary.replace(site.app_dir / "asgi_app.py")
+            result = site.run("reload", "--pidfile", site.pidfile)
+            assert result.returncode == 0, result.stderr
+            kept.wait_for("v%d" % number)
+            fresh.wait_for(b"v%d" % number)
+    assert kept.failures == [] and fresh.failures == [], (kept.failures[:3], fresh.failures[:3])
+    assert fresh.longest_gap < 0.5 and kept.longest_gap < 0.5, (fresh.longest_gap, kept.longest_gap)

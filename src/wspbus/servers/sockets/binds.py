@@ -29,7 +29,8 @@ from .activation import PASSED
 from .addresses import bracketed
 from .errors import BindError, reason
 
-__all__ = ["BACKLOG", "Bind", "BindError", "close_listener", "no_delay", "open_listener", "unix_file_identity"]
+__all__ = ["BACKLOG", "Bind", "BindError", "close_listener", "no_delay", "open_listener", "second_descriptor",
+           "unix_file_identity"]
 
 #: Connections the kernel queues while nobody accepts (during a restart, for instance).
 BACKLOG = socket.SOMAXCONN
@@ -157,6 +158,18 @@ def no_delay(sock: socket.socket) -> None:
     """
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def second_descriptor(sock: socket.socket) -> socket.socket:
+    """Another descriptor for the same listening socket, its blocking mode left as it is.
+
+    ``socket.dup()`` sets the copy's timeout, and the blocking mode lives in the open file that
+    every process holding the socket shares: a worker starting beside others turned it blocking
+    for the moment its server took a while to start, and another worker's event loop, woken for a
+    connection a third process accepted first, then blocked in accept() with a connection of its
+    own unanswered (tests/deploy/supervisor/test_supervisor_reload.py).
+    """
+    return socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
 
 
 def close_listener(sock: socket.socket, bind: Bind, identity: tuple[int, int] | None) -> None:
