@@ -162,3 +162,21 @@ def test_abstract_unix_socket():
         with socket.socket(socket.AF_UNIX) as client:
             client.connect("\0wspbus-test-%d" % os.getpid())
         assert sock.getsockname() == ("\0wspbus-test-%d" % os.getpid()).encode()
+
+
+def test_a_second_descriptor_leaves_the_shared_blocking_mode_alone():
+    """The blocking mode belongs to the open file every worker shares: a copy made to hand to a
+    server must not change it (socket.dup() turns it blocking when the original's timeout is None)."""
+    import fcntl
+    import os
+
+    from wspbus.servers.sockets.binds import second_descriptor
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        os.set_blocking(listener.fileno(), False)  # as another worker's event loop left it
+        plain = socket.socket(fileno=os.dup(listener.fileno()))  # a worker's view: Python thinks it blocks
+        with plain, second_descriptor(plain) as copy:
+            assert copy.getsockname() == listener.getsockname()
+            assert fcntl.fcntl(listener.fileno(), fcntl.F_GETFL) & os.O_NONBLOCK
