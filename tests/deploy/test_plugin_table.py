@@ -11,7 +11,7 @@ from serve_support import get
 import wspbus
 from wspbus.deploy.config import ConfigError, PluginConfig, SiteConfig
 from wspbus.deploy.launch import deploy
-from wspbus.deploy.plugin_table import BUILTIN_PLUGINS, DEFAULT_ON_PLUGINS, OPT_IN_PLUGINS, build_plugins
+from wspbus.deploy.plugin_table import BUILTIN_PLUGINS, SWITCHABLE_PLUGINS, build_plugins
 from wspbus.deploy.site import Site, mount_app
 
 
@@ -20,7 +20,6 @@ def hello(environ, start_response):
     return [b"hello"]
 
 
-SWITCHABLE = (*OPT_IN_PLUGINS, *DEFAULT_ON_PLUGINS)
 
 
 def plugin_config(name, **options):
@@ -91,7 +90,7 @@ def test_an_unknown_setting_is_an_error_whether_its_plugin_is_on_or_not(name):
     """[plugins.reload] frequncy = 1 with reload off was accepted in silence: every table is checked."""
     for enabled in (False, True):
         config = SiteConfig(source="site.toml")
-        options = {"frequncy": 1, **({"enabled": False} if not enabled and name in SWITCHABLE else {})}
+        options = {"frequncy": 1, **({"enabled": False} if not enabled and name in SWITCHABLE_PLUGINS else {})}
         config.plugins = {name: plugin_config(name, **options)}
         with pytest.raises(ConfigError) as raised:
             build_plugins(wspbus.Bus(), config)
