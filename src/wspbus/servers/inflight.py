@@ -7,8 +7,9 @@ once, here, and the requests running are kept (method, path, when they began). A
 the server's own graceful shutdown is kept too (it was cut off), and its client, if no response
 had begun, gets a 503 instead of a connection closed without a word.
 
-``activity()`` says how many run and when one last began or ended: a supervised worker whose
-request threads are all taken by requests none of which ends is hung (deploy/supervisor/stuck.py).
+``activity()`` says how many run and when one last began, ended or sent a piece of a streamed
+body: a supervised worker whose request threads are all taken by requests none of which moves is
+hung (deploy/supervisor/stuck.py).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ to the whole group (systemd's KillMode=control-group, ``kill -- -PGID``), and th
 which got one too, drains and stops the site; or an admin's, meant for this worker alone, and the
 supervisor replaces it, the new worker ready first. So the worker tells the supervisor
 (``terminate``) and serves on until told to ``retire`` or ``stop``; a supervisor that does not
-acknowledge (``hold``) within the graceful timeout (at most ORDERS_WAIT) is hung, and the worker
+acknowledge (``hold``) within the graceful timeout (ORDERS_WAIT_FLOOR to ORDERS_WAIT) is hung, and the worker
 stops on its own. The supervisor stops a serving worker with a message, not a signal, and a stop
 is a stop: however many signals come, a worker stops once (SIGKILL remains for the impatient).
 """
