@@ -144,14 +144,26 @@ class Site:
 
 
 def every_worker_busy(site, workers: list[int], path: str, said: str) -> list[concurrent.futures.Future]:
-    """Requests for ``path`` until each of ``workers`` has one in its hands (each says ``said`` PID)."""
-    pool = concurrent.futures.ThreadPoolExecutor(20)
-    futures, busy = [], set()
-    while busy != set(workers):
-        assert len(futures) < 20, "requests reached only workers %r of %r" % (busy, workers)
-        futures.append(pool.submit(site.get, path, 60 + DEADLINE))
-        busy.add(int(site.child.expect(r"^%s in (\d+)" % said).group(1)))
-    pool.shutdown(wait=False)
+    """One request for ``path`` in the hands of each of ``workers`` (each says ``said`` PID).
+
+    Which worker accepts a new connection on the shared listener is the kernel's choice, and one
+    worker can win every race (CI once saw 20 requests in a row go to the same one). So each worker
+    that has its request is held still with SIGSTOP until every other one has theirs: a stopped
+    process accepts nothing, and its request goes on once it is let go (SIGCONT) before this returns.
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(len(workers))
+    futures, held = [], []
+    try:
+        for _ in workers:
+            futures.append(pool.submit(site.get, path, 60 + DEADLINE))
+            pid = int(site.child.expect(r"^%s in (\d+)" % said).group(1))
+            assert pid in workers and pid not in held, "request reached %d, held %r of %r" % (pid, held, workers)
+            os.kill(pid, signal.SIGSTOP)
+            held.append(pid)
+    finally:
+        for pid in held:
+            os.kill(pid, signal.SIGCONT)
+        pool.shutdown(wait=False)
     return futures
 
 
