@@ -148,7 +148,7 @@ def every_worker_busy(site, workers: list[int], path: str, said: str) -> list[co
 
     Which worker accepts a new connection on the shared listener is the kernel's choice, and one
     worker can win every race (CI once saw 20 requests in a row go to the same one). So each worker
-    that has its request is held still with SIGSTOP until every other one has theirs: a stopped
+    that has its request is held still (``hold_still``) until every other one has theirs: a stopped
     process accepts nothing, and its request goes on once it is let go (SIGCONT) before this returns.
     """
     pool = concurrent.futures.ThreadPoolExecutor(len(workers))
@@ -158,7 +158,7 @@ def every_worker_busy(site, workers: list[int], path: str, said: str) -> list[co
             futures.append(pool.submit(site.get, path, 60 + DEADLINE))
             pid = int(site.child.expect(r"^%s in (\d+)" % said).group(1))
             assert pid in workers and pid not in held, "request reached %d, held %r of %r" % (pid, held, workers)
-            os.kill(pid, signal.SIGSTOP)
+            hold_still(pid)
             held.append(pid)
     finally:
         for pid in held:
@@ -167,14 +167,44 @@ def every_worker_busy(site, workers: list[int], path: str, said: str) -> list[co
     return futures
 
 
-def answered_by(site: Site, count: int, attempts: int = 200) -> set[int]:
-    """The worker pids that answered, asking on new connections until ``count`` distinct ones did."""
-    pids: set[int] = set()
-    for _ in range(attempts):
-        pids.add(int(site.get()[1].split()[1]))
-        if len(pids) >= count:
-            break
-    return pids
+def answered_by(site: Site, count: int) -> set[int]:
+    """The pids of ``count`` workers, each of which answered a request on a new connection.
+
+    Each worker that answered is held still (``hold_still``) until ``count`` did (the kernel may hand
+    every connection to the same worker while it is idle), then let go.
+    """
+    held: list[int] = []
+    try:
+        for _ in range(count):
+            pid = int(site.get()[1].split()[1])
+            assert pid not in held, "%d answered again while stopped: %r" % (pid, held)
+            hold_still(pid)
+            held.append(pid)
+    finally:
+        for pid in held:
+            os.kill(pid, signal.SIGCONT)
+    return set(held)
+
+
+def hold_still(pid: int, timeout: float = DEADLINE) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it has stopped: from then on it accepts nothing.
+
+    Sending the signal is not enough: a thread that is already running (or woken and waiting for a
+    core) can still accept the next connection before it stops. Seen on a busy 2-core machine.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    tasks = Path("/proc/%d/task" % pid)
+    while not all(_thread_state(task) in "tT" for task in tasks.iterdir()):
+        assert time.monotonic() < deadline, "%d did not stop" % pid
+        time.sleep(0.001)  # test side only
+
+
+def _thread_state(task: Path) -> str:
+    try:
+        return (task / "stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:  # the thread ended meanwhile
+        return "T"
 
 
 class KeepAliveClient:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from serve_support import WSPBUS, ended
-from supervised import KeepAliveClient, tagged_pids, wait_gone
+from supervised import KeepAliveClient, answered_by, tagged_pids, wait_gone
 
 from support import ACTIVATING_LAUNCHER
 
@@ -95,8 +95,4 @@ def test_socket_activation_passes_the_activated_socket_to_every_worker(site, bin
     port = int(child.expect(r"^launcher bound (\d+)$").group(1))
     site.url = child.expect(r"^wspbus: serving (\S+)$").group(1)
     assert site.url == "http://127.0.0.1:%d" % port  # with no bind: every passed socket, and nothing else
-    answered_by = set()  # both workers serve the activated socket: each answers, soon
-    deadline = time.monotonic() + 20
-    while len(answered_by) < 2 and time.monotonic() < deadline:
-        answered_by.add(site.get()[1].split()[1])
-    assert len(answered_by) == 2
+    assert len(answered_by(site, 2)) == 2  # both workers serve the activated socket
