@@ -21,6 +21,14 @@ Touched cheroot internals: the ConnectionManager's selector and ``last_used``, a
 of the connection's reader (``_read_buf``/``_read_pos``, a ``_pyio.BufferedReader``); the tests
 in tests/servers (test_hostile_http, test_slowloris) fail if a cheroot release changes them.
 
+A worker whose every thread has a request stops accepting (its listener leaves the selector) until
+a thread is free again. cheroot alone accepts on and queues the connection behind the busy threads;
+with several workers on one listener, that request waited while another worker idled, because the
+kernel hands a connection to whichever worker accepts first, and a worker whose threads are all
+busy still has an idle connection loop. Paused, it leaves the connection in the kernel's queue for
+a worker with a free thread, as a single-threaded (pull) worker would. Touched: the threads' hand-
+back points, ``put_conn()`` and the connection's ``close()``.
+
 What already reached the server is not lost at a stop: its thread pool finishes the requests
 workers hold (within the graceful timeout).
 """
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import selectors
 import socket
+import threading
 import time
 from typing import Any
 
@@ -56,6 +65,11 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
         head = b""
         refused = False
         served = False  # has had a request: idle between requests, it is closed at a stop
+        in_hand = False  # queued for a thread or held by one
+
+        def close(self) -> None:
+            self.server.hand_back(self)
+            super().close()
 
     class CherootServer(wsgi.Server):
         """cheroot's WSGI server on a socket that already listens, with a prompt stop."""
@@ -64,10 +78,13 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
 
         def __init__(self) -> None:
             # shutdown_timeout: any number of seconds, or None for no bound (cheroot annotates it int).
-            super().__init__(address_of(listener), app, numthreads=options.threads or DEFAULT_THREADS,
-                             request_queue_size=BACKLOG,
+            self._threads = options.threads or DEFAULT_THREADS
+            super().__init__(address_of(listener), app, numthreads=self._threads, request_queue_size=BACKLOG,
                              shutdown_timeout=options.graceful_timeout)  # type: ignore[arg-type]
             self._listener = listener
+            self._in_hand = 0  # connections queued for a thread or held by one
+            self._hand_lock = threading.Lock()
+            self._accepting = True
             self._waker = Waker()
             self._limits = options.limits
             self.timeout = options.limits.head_timeout
@@ -103,7 +120,43 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
                 else:
                     _unread(conn)
                     conn.served = True
-                    super().process_conn(conn)
+                    self._hand_over(conn)
+
+        def _hand_over(self, conn: Any) -> None:
+            """Queue ``conn`` for a thread; with every thread taken, stop accepting."""
+            with self._hand_lock:
+                conn.in_hand = True
+                self._in_hand += 1
+                if self._accepting and self._in_hand >= self._threads:
+                    self._accepting = not self._set_listening(False)
+            super().process_conn(conn)
+
+        def hand_back(self, conn: Any) -> None:
+            """A thread is done with ``conn`` (kept alive, or closed): accept again if that frees one."""
+            with self._hand_lock:
+                if not conn.in_hand:
+                    return
+                conn.in_hand = False
+                self._in_hand -= 1
+                if not self._accepting and self._in_hand < self._threads and self.ready:
+                    self._accepting = self._set_listening(True)
+
+        def put_conn(self, conn: Any) -> None:
+            self.hand_back(conn)
+            super().put_conn(conn)
+
+        def _set_listening(self, on: bool) -> bool:
+            """Put the listener in the connection loop's selector, or take it out; False if it is gone
+            (a stop closed it or the selector)."""
+            selector = self._connections._selector
+            try:
+                if on:
+                    selector.register(self.socket.fileno(), selectors.EVENT_READ, data=self)
+                else:
+                    selector.unregister(self.socket.fileno())
+            except (AttributeError, KeyError, ValueError, OSError):
+                return False
+            return True
 
         def _watch(self, conn: Any) -> None:
             """Back into the selector: the connection loop calls process_conn() once more arrives."""
@@ -139,7 +192,7 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
             for fd, conn in waiting:
                 selector.unregister(fd)
                 _unread(conn)
-                super().process_conn(conn)
+                self._hand_over(conn)
 
         def stop(self) -> None:
             if not self.ready:

@@ -11,6 +11,8 @@ import textwrap
 from serve_support import one_error_line
 from supervised import answered_by
 
+from support import DEADLINE
+
 
 def test_n_workers_serve_the_site_each_in_its_own_process(site):
     child = site.serve(workers=3)
@@ -146,3 +148,20 @@ def test_a_bad_number_of_workers_is_a_configuration_error(site):
     result = site.run("serve", "--workers", "0", "--chdir", site.app_dir, "site_app:app")
     assert result.returncode == 78
     assert one_error_line(result.stderr) == "wspbus: error: --workers: expected a whole number of at least 1, got '0'"
+
+
+def test_a_worker_with_every_thread_busy_leaves_new_connections_to_a_worker_with_a_free_one(site):
+    # One thread each: the first slow request fills its worker. The second must start at once on
+    # the other worker, not wait in the first one's queue while the other idles. The kernel hands a
+    # connection to whichever worker is quickest to accept, and the worker that just accepted, its
+    # connection loop idle, often is quickest: three rounds.
+    site.serve("--threads", "1", workers=2)
+    for _ in range(3):
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+        first = pool.submit(site.get, "/slow?1")
+        in_first = int(site.child.expect(r"^slow request in (\d+)").group(1))
+        second = pool.submit(site.get, "/slow?1")
+        in_second = int(site.child.expect(r"^slow request in (\d+)").group(1))
+        assert in_second != in_first, "the second request waited for %d's only thread" % in_first
+        assert first.result(DEADLINE)[0] == second.result(DEADLINE)[0] == 200
+        pool.shutdown()
