@@ -68,7 +68,10 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
         in_hand = False  # queued for a thread or held by one
 
         def close(self) -> None:
-            self.server.hand_back(self)
+            # Only a connection in hand takes the server's lock: cheroot closes the ones in its
+            # selector while holding the selector's lock, which hand_back() may be waiting for.
+            if self.in_hand:
+                self.server.hand_back(self)
             super().close()
 
     class CherootServer(wsgi.Server):
