@@ -8,7 +8,9 @@ import socket
 import threading
 import time
 
+from cheroot_loop import SharedListener, read_response
 from serving import SlowApp, get, wsgi_hello
+from support import DEADLINE
 from wspbus.servers import HTTPServer
 
 
@@ -129,3 +131,77 @@ def test_with_every_thread_busy_the_next_connection_is_left_to_another_process(b
         first.join(10)
         assert answers and answers[0][0] == 200
         assert get(address, "/third")[0] == 200  # its thread free again, the server accepts again
+
+
+SLOW_HEAD = b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+NEW_HEAD = b"GET /new HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def _slow_on_slow_path(slow: SlowApp):
+    def app(environ, start_response):
+        return (slow if environ["PATH_INFO"] == "/slow" else wsgi_hello)(environ, start_response)
+    return app
+
+
+def test_a_listener_event_in_the_same_batch_as_the_request_that_fills_the_threads_is_left_alone():
+    """The loop goes through a whole batch of events: the request that takes the last thread and a
+    new connection on the listener can come in one. The new one stays in the shared queue."""
+    slow = SlowApp("wsgi", delay=30)
+    shared = SharedListener(_slow_on_slow_path(slow), threads=1)
+    try:
+        with socket.create_connection(shared.address, timeout=5) as kept:
+            kept.sendall(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+            read_response(kept)  # now idle, kept alive in the loop's selector
+            shared.gate.hold()
+            kept.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            with socket.create_connection(shared.address, timeout=5) as new:
+                new.sendall(NEW_HEAD)
+                shared.gate.one_batch()  # one select(): the kept connection and the listener, both ready
+                assert slow.entered.wait(DEADLINE)
+                shared.listener.settimeout(DEADLINE)
+                taken, _ = shared.listener.accept()
+                with taken:
+                    assert taken.recv(4096).startswith(b"GET /new ")
+    finally:
+        slow.release.set()
+        shared.close()
+
+
+def test_a_paused_server_at_its_stop_leaves_the_shared_queue_alone():
+    """The stop wakes the loop through the listener's path; a paused server still accepts nothing:
+    the connection waiting in the queue goes to a worker that can answer it now."""
+    slow = SlowApp("wsgi", delay=30)
+    shared = SharedListener(_slow_on_slow_path(slow), threads=1, graceful_timeout=10)
+    stopper = threading.Thread(target=shared.server.stop)
+    try:
+        with socket.create_connection(shared.address, timeout=5) as busy:
+            busy.sendall(SLOW_HEAD)
+            assert slow.entered.wait(DEADLINE)  # its only thread taken: paused
+            new = socket.create_connection(shared.address, timeout=5)
+            new.sendall(NEW_HEAD)
+            stopper.start()
+            shared.listener.settimeout(DEADLINE)
+            taken, _ = shared.listener.accept()
+            with taken, new:
+                assert taken.recv(4096).startswith(b"GET /new ")  # not cheroot's own touch at its stop
+    finally:
+        slow.release.set()
+        stopper.join(DEADLINE)
+        shared.close()
+
+
+def test_the_keep_alive_limit_holds_while_the_server_is_paused():
+    """cheroot counts the listener among its selector's entries; paused, it is not there."""
+    shared = SharedListener(wsgi_hello, threads=1)
+    limit = shared.server.keep_alive_conn_limit - 1  # prepare() added the Waker's entry
+    clients = [socket.create_connection(shared.address, timeout=5) for _ in range(limit + 2)]
+    try:
+        kept = 0
+        for client in clients:  # each request takes the only thread: the server pauses for it
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            kept += b"Connection: close" not in read_response(client)
+        assert kept == limit
+    finally:
+        for client in clients:
+            client.close()
+        shared.close()

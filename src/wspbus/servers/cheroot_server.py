@@ -21,13 +21,18 @@ Touched cheroot internals: the ConnectionManager's selector and ``last_used``, a
 of the connection's reader (``_read_buf``/``_read_pos``, a ``_pyio.BufferedReader``); the tests
 in tests/servers (test_hostile_http, test_slowloris) fail if a cheroot release changes them.
 
-A worker whose every thread has a request stops accepting (its listener leaves the selector) until
-a thread is free again. cheroot alone accepts on and queues the connection behind the busy threads;
-with several workers on one listener, that request waited while another worker idled, because the
-kernel hands a connection to whichever worker accepts first, and a worker whose threads are all
-busy still has an idle connection loop. Paused, it leaves the connection in the kernel's queue for
-a worker with a free thread, as a single-threaded (pull) worker would. Touched: the threads' hand-
-back points, ``put_conn()`` and the connection's ``close()``.
+A server whose every thread has a request (a whole head) stops accepting until a thread is free
+again: its listener leaves the selector, and the loop's accept declines while paused (a listener
+event already in the batch the loop is going through, the Waker's at a stop). cheroot alone accepts
+and queues the connection behind the busy threads; with several workers on one listener, that
+request waited while another worker idled, because the kernel hands a connection to whichever
+worker accepts first, and a worker whose threads are all busy still has an idle connection loop.
+Paused, it leaves the connection in the kernel's queue for a worker with a free thread. Connections
+still waiting for their head do not count (they take no thread, and counting them would let idle
+clients stop a worker accepting): a worker may accept a few at once before their requests arrive.
+Touched: the threads' hand-back points (``put_conn()``, the connection's ``close()``), the
+ConnectionManager's ``_from_server_socket``, and ``keep_alive_conn_limit`` (cheroot counts the
+listener among the selector's entries; paused, it is not there).
 
 What already reached the server is not lost at a stop: its thread pool finishes the requests
 workers hold (within the graceful timeout).
@@ -108,6 +113,12 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
             self._connections._selector.register(self._waker.reader.fileno(), selectors.EVENT_READ, data=self)
             if self.keep_alive_conn_limit is not None:
                 self.keep_alive_conn_limit += 1  # cheroot counts every selector entry but its listener's
+            accept = self._connections._from_server_socket
+
+            def accept_unless_paused(listener: socket.socket) -> Any:
+                return accept(listener) if self._accepting else None
+
+            self._connections._from_server_socket = accept_unless_paused
 
         def process_conn(self, conn: Any) -> None:
             """Queue ``conn`` for a worker once its request head is whole; until then, watch it."""
@@ -159,6 +170,8 @@ def create(app: Any, listener: socket.socket, options: ServeOptions) -> Any:
                     selector.unregister(self.socket.fileno())
             except (AttributeError, KeyError, ValueError, OSError):
                 return False
+            if self.keep_alive_conn_limit is not None:  # one entry fewer in the selector while paused
+                self.keep_alive_conn_limit += 1 if on else -1
             return True
 
         def _watch(self, conn: Any) -> None:
