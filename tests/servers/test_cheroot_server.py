@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 import threading
 import time
@@ -103,34 +102,6 @@ def test_an_idle_kept_alive_connection_is_closed_at_a_stop_without_waiting(bus):
         assert conn.sock.recv(100) == b""
     finally:
         conn.close()
-
-
-def test_with_every_thread_busy_the_next_connection_is_left_to_another_process(bus):
-    """A server sharing its listener with other workers does not take (and queue) a connection it
-    has no free thread for: another process accepting on the same socket gets it. Once its thread
-    is free, it accepts again. (Without the pause, this fails 4 runs in 5: the server's idle
-    connection loop usually accepts first.)"""
-    with socket.create_server(("127.0.0.1", 0)) as listener:  # the test keeps a descriptor: the "other worker"
-        address = listener.getsockname()
-        slow = SlowApp("wsgi", delay=30)
-        plugin = HTTPServer(bus, slow, "fd://%d" % os.dup(listener.fileno()), server="cheroot", threads=1,
-                            access_log=False)
-        plugin.subscribe()
-        bus.start()
-        answers = []
-        first = threading.Thread(target=lambda: answers.append(get(address, "/first")))
-        first.start()
-        assert slow.entered.wait(10)  # the server's only thread is taken
-        with socket.create_connection(address, timeout=5) as second:
-            second.sendall(b"GET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            listener.settimeout(5)
-            taken, _ = listener.accept()  # the server left it in the queue: here it is
-            with taken:
-                assert taken.recv(4096).startswith(b"GET /second ")
-        slow.release.set()
-        first.join(10)
-        assert answers and answers[0][0] == 200
-        assert get(address, "/third")[0] == 200  # its thread free again, the server accepts again
 
 
 SLOW_HEAD = b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

@@ -71,35 +71,48 @@ def _quiet_waitress():
 
 
 def test_a_request_that_waits_for_a_thread_logs_nothing(bus):
-    """waitress warns for every request queued behind busy threads: under load, a line per request."""
+    """waitress warns for every request queued behind busy threads: under load, a line per request.
+    (A new connection waits in the listener's queue while every thread is busy; a request on a
+    connection waitress already holds, kept alive here, still queues behind them.)"""
     queue_log, waitress_log = logging.getLogger("waitress.queue"), logging.getLogger("waitress")
     levels = queue_log.level, waitress_log.level
     queue_log.setLevel(logging.NOTSET)  # as in a fresh process (and not as _quiet_waitress made it)
     waitress_log.setLevel(logging.NOTSET)
     recorder = Recorder()
     queue_log.addHandler(recorder)
-    app = SlowApp("wsgi", delay=10)
+    slow = SlowApp("wsgi", delay=10)
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/slow":
+            return slow(environ, start_response)
+        start_response("200 OK", [("Content-Length", "4")])
+        return [b"fast"]
+
     plugin = HTTPServer(bus, app, "127.0.0.1:0", server="waitress", threads=1)
     plugin.subscribe()
     answers = []
-    clients = [threading.Thread(target=lambda: answers.append(get(plugin.address, "/slow"))) for _ in range(2)]
+    client = threading.Thread(target=lambda: answers.append(get(plugin.address, "/slow")))
+    bus.start()
+    kept = http.client.HTTPConnection(*plugin.address, timeout=DEADLINE)
     try:
-        bus.start()
-        clients[0].start()
-        assert app.entered.wait(DEADLINE)  # the only thread is busy
-        clients[1].start()
+        kept.request("GET", "/first")
+        assert kept.getresponse().read() == b"fast"  # kept alive: waitress holds this connection
+        client.start()
+        assert slow.entered.wait(DEADLINE)  # the only thread is busy
+        kept.request("GET", "/second")
         queued = plugin.httpserver._server.task_dispatcher.queue
         deadline = time.monotonic() + DEADLINE
         while not queued and time.monotonic() < deadline:  # test side: until waitress queued it
             time.sleep(0.005)
         assert queued
-        app.release.set()
-        for client in clients:
-            client.join(DEADLINE)
+        slow.release.set()
+        assert kept.getresponse().read() == b"fast"
+        client.join(DEADLINE)
     finally:
-        app.release.set()
+        slow.release.set()
+        kept.close()
         queue_log.removeHandler(recorder)
         queue_log.setLevel(levels[0])
         waitress_log.setLevel(levels[1])
-    assert answers == [(200, b"slow")] * 2
+    assert answers == [(200, b"slow")]
     assert recorder.messages == []

@@ -9,6 +9,12 @@ A stop asked for by one of its own requests (an exit() in the app: the bus runs 
 thread that publishes) cannot wait for the drain, which ends only once that request returns:
 it starts the drain and leaves the waiting to a thread of its own.
 
+A server whose every thread has a request (queued or running) stops accepting until one is free,
+as servers/cheroot_server.py explains: with several workers on one listener, a request no longer
+waits behind a busy worker while another idles. The listener's ``readable()`` says no while it is
+full, its ``handle_accept()`` declines (an event already polled), and a thread that finishes a
+request while it was full wakes the loop (the trigger) to listen again.
+
 waitress warns on its 'waitress.queue' logger for every request that waits for a free thread:
 under load (more connections than threads, the usual case) a log line per request, formatted
 and written while the site is busiest. Unless the site set that logger's level, only its errors
@@ -53,13 +59,16 @@ class WaitressServer:
         #: Set once everything is closed (after a forced stop, when the stuck requests ended).
         self.closed = threading.Event()
         self._request = threading.local()  # ``active`` on a worker thread while it runs the app
+        self._threads = options.threads or DEFAULT_THREADS
+        self._in_hand = 0  # requests queued for a thread or running on one
+        self._hand_lock = threading.Lock()
 
     def prepare(self) -> None:
         from waitress.server import create_server  # type: ignore[import-untyped]  # waitress ships no types
 
         limits = self._options.limits
         self._server = create_server(self._run_app, map=self._map, sockets=[self._listener],
-                                     threads=self._options.threads or DEFAULT_THREADS, backlog=BACKLOG,
+                                     threads=self._threads, backlog=BACKLOG,
                                      # a slowloris: idle connections end after head_timeout, and
                                      # waitress's 100 connections are not all an attacker needs
                                      connection_limit=CONNECTION_LIMIT, asyncore_use_poll=True,
@@ -67,9 +76,40 @@ class WaitressServer:
                                      cleanup_interval=max(1, min(30, int(limits.head_timeout / 2))))
         self._server.channel_class = _draining_channel_class(self)
         self._server.channel_class.parser_class = _checked_parser_class(self._options.limits)
+        self._pause_when_full(self._server)
         queue_log = logging.getLogger("waitress.queue")
         if queue_log.level == logging.NOTSET:
             queue_log.setLevel(logging.ERROR)
+
+    def _pause_when_full(self, server: Any) -> None:
+        """Wrap the listener's readable(), handle_accept() and add_task() (its instance's, not the class's)."""
+        readable, handle_accept, add_task = server.readable, server.handle_accept, server.add_task
+
+        def readable_unless_full() -> bool:
+            return bool(readable()) and not self._full  # readable() also runs waitress's upkeep: always called
+
+        def accept_unless_full() -> None:
+            if not self._full:
+                handle_accept()
+
+        def counted_add_task(task: Any) -> None:
+            with self._hand_lock:
+                self._in_hand += 1
+            add_task(task)
+
+        server.readable, server.handle_accept, server.add_task = readable_unless_full, accept_unless_full, counted_add_task
+
+    @property
+    def _full(self) -> bool:
+        return self._in_hand >= self._threads
+
+    def task_done(self) -> None:
+        """A thread finished one request (the channel's service()): listen again if that frees one."""
+        with self._hand_lock:
+            self._in_hand -= 1
+            freed = self._in_hand == self._threads - 1
+        if freed:
+            self._server.pull_trigger()
 
     def _run_app(self, environ: Any, start_response: Any) -> Any:
         self._request.active = True
@@ -172,6 +212,12 @@ def _draining_channel_class(owner: WaitressServer) -> type:
         def _idle(self) -> bool:
             waited_for = self.has_received or not self.connected  # a fresh client may still send
             return waited_for and not self.requests and self.request is None and not self.total_outbufs_len
+
+        def service(self) -> None:
+            try:
+                super().service()
+            finally:
+                owner.task_done()
 
         def del_channel(self, map: Any = None) -> None:
             super().del_channel(map)

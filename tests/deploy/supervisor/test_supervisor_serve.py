@@ -8,6 +8,8 @@ import re
 import signal
 import textwrap
 
+import pytest
+
 from serve_support import one_error_line
 from supervised import answered_by
 
@@ -150,12 +152,13 @@ def test_a_bad_number_of_workers_is_a_configuration_error(site):
     assert one_error_line(result.stderr) == "wspbus: error: --workers: expected a whole number of at least 1, got '0'"
 
 
-def test_a_worker_with_every_thread_busy_leaves_new_connections_to_a_worker_with_a_free_one(site):
+@pytest.mark.parametrize("server", ["cheroot", "waitress"])
+def test_a_worker_with_every_thread_busy_leaves_new_connections_to_a_worker_with_a_free_one(site, server):
     # One thread each: the first slow request fills its worker. The second must start at once on
     # the other worker, not wait in the first one's queue while the other idles. The kernel hands a
     # connection to whichever worker is quickest to accept, and the worker that just accepted, its
     # connection loop idle, often is quickest: three rounds.
-    site.serve("--threads", "1", workers=2)
+    site.serve("--threads", "1", "--server", server, workers=2)
     for _ in range(3):
         pool = concurrent.futures.ThreadPoolExecutor(2)
         first = pool.submit(site.get, "/slow?1")
