@@ -9,6 +9,7 @@ for the binds of an app, failures, Starlette) in test_lifespan.py.
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 
@@ -116,3 +117,36 @@ def test_a_head_that_trickles_in_ends_its_connection_after_the_head_timeout(bus)
             sender.join(DEADLINE)
     assert 0.4 < took < 3
     assert get(plugin.address)[0] == 200
+
+
+def _accept_queue_length(listener: socket.socket) -> int:
+    """Connections waiting to be accepted (TCP_INFO's ``tcpi_unacked`` on a listening socket)."""
+    info = listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int.from_bytes(info[24:28], sys.byteorder)
+
+
+def test_a_connection_granian_took_just_before_its_stop_gets_its_request_answered():
+    """hyper's graceful stop closes, unanswered, a connection whose request it has not read yet. A
+    client that connects and then sends its request as the stop begins must still be answered: the
+    stop first makes granian accept nothing more, then lets hyper read what it took."""
+    listener = open_listener(Bind.parse("127.0.0.1:0"))
+    server = granian_server.create(wsgi_hello, listener.dup(), ServeOptions(graceful_timeout=5))
+    server.prepare()
+    serving = threading.Thread(target=server.serve)
+    serving.start()
+    stopping = threading.Thread(target=server.stop)
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=DEADLINE) as client:
+            deadline = time.monotonic() + DEADLINE
+            while _accept_queue_length(listener):  # test side: until granian accepted it
+                assert time.monotonic() < deadline, "granian never accepted the connection"
+                time.sleep(0.001)
+            stopping.start()
+            client.sendall(b"GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+    finally:
+        if not stopping.is_alive() and stopping.ident is None:
+            stopping.start()
+        stopping.join(DEADLINE)
+        serving.join(DEADLINE)
+        listener.close()

@@ -9,6 +9,14 @@ and a ``WorkerSignal`` stops it. On that signal granian closes its copy of the l
 it calls the signal's callbacks, which is the event stop() waits for (bounded by the graceful
 timeout; past it the requests left are not waited for, as Rust threads cannot be cut short).
 
+Before that signal, granian is made to stop accepting on its own: hyper's graceful stop closes,
+unanswered, a connection whose request it has not read yet, and on a listener other processes
+share (a restart, a reload) a connection accepted in the instant before the stop was lost so (one
+in about 15 restarts under a steady client). So stop() first puts a quiet listener (one nobody
+connects to) under granian's descriptor number (dup2): its accepts find nothing from then on, and
+the next connection waits in the shared queue for the process that follows. Then it gives hyper
+ACCEPT_SETTLE seconds to read the requests of the connections it took just before, and signals.
+
 WSGI apps run on granian's Python threads (``options.threads``, 10 by default, as cheroot),
 called by _WsgiRunner rather than granian's own wrapper, which copies the whole process
 environment (secrets included) into every request's environ. ASGI apps run on the event loop
@@ -32,9 +40,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -49,6 +59,9 @@ __all__ = ["create"]
 DEFAULT_THREADS = 10
 #: The most requests one worker handles at once (granian's default for one worker).
 BACKPRESSURE = 128
+#: Seconds between granian's last accept and its stop: for hyper to read the requests of the
+#: connections it accepted last (a client sends its request right after connecting).
+ACCEPT_SETTLE = 0.05
 
 
 def create(app: Any, listener: socket.socket, options: ServeOptions) -> "GranianServer":
@@ -65,6 +78,9 @@ class GranianServer:
         #: ASGI: the loop this server runs on, the one its app's servers share, else one of its own.
         self._loop_share = options.shared_loop or SharedLoop()
         self._signal: Any = None
+        self._family = listener.family
+        self._granian_fd = -1  # the listener's descriptor, granian's from prepare() on
+        self._listener_inode = 0
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None  # WSGI: granian wants one, never runs it
         self._shared: AppLoop | None = None  # ASGI: the running loop and lifespan, once joined
@@ -103,7 +119,9 @@ class GranianServer:
 
     def _settings(self) -> dict[str, Any]:
         """The worker's settings; the listener's descriptor goes to granian, which closes it at its stop."""
-        holder = _native().SocketHolder(self._listener.detach(), self._unix, BACKLOG)
+        self._granian_fd = self._listener.detach()
+        self._listener_inode = os.fstat(self._granian_fd).st_ino
+        holder = _native().SocketHolder(self._granian_fd, self._unix, BACKLOG)
         http: Any = importlib.import_module("granian.http")
         head_timeout = http.HTTP1Settings(header_read_timeout=max(1, int(self._options.limits.head_timeout * 1000)))
         return dict(worker_id=1, sock=(None, holder), ipc=None, threads=1, backpressure=BACKPRESSURE,
@@ -121,6 +139,9 @@ class GranianServer:
         """Stop accepting, finish the requests in flight (bounded by the graceful timeout)."""
         if self._signal is None:
             return
+        fd, self._granian_fd = self._granian_fd, -1  # once: after the signal granian closes it
+        if _silence(fd, self._listener_inode, self._family):
+            time.sleep(ACCEPT_SETTLE)
         self._signal.set()
         timeout = self._options.graceful_timeout
         if not self._stopped.wait(timeout):
@@ -135,6 +156,28 @@ class GranianServer:
         shared, self._shared = self._shared, None
         if shared is not None:
             leave_app_loop(self._loop_share, shared, self._options.graceful_timeout)
+
+
+def _silence(fd: int, inode: int, family: int) -> bool:
+    """Put a listening socket nobody connects to under descriptor ``fd`` (granian's listener, the
+    socket ``inode``); False if there is nothing to silence (no descriptor, or it is another file:
+    granian gave the listener up and the number was reused)."""
+    try:
+        if fd < 0 or os.fstat(fd).st_ino != inode:
+            return False
+    except OSError:
+        return False
+    quiet = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        quiet.bind("" if family == socket.AF_UNIX else (("::1" if family == socket.AF_INET6 else "127.0.0.1"), 0))
+        quiet.listen(1)
+        quiet.setblocking(False)
+        os.dup2(quiet.fileno(), fd)
+    except OSError:
+        return False
+    finally:
+        quiet.close()
+    return True
 
 
 def _native() -> Any:
