@@ -15,7 +15,7 @@ from serving import (SERVER_PROTOCOLS, SlowApp, asgi_hello, assert_refused, exit
                      wsgi_hello)
 from support import threads_left_running
 from wspbus._core.bus import ChannelFailures, states
-from wspbus.servers import SERVERS, BindError, HTTPServer, protocols_of
+from wspbus.servers import SERVERS, BindError, HTTPServer, granian_server, protocols_of
 
 ALL = sorted(SERVER_PROTOCOLS)
 
@@ -129,7 +129,9 @@ def test_stop_of_an_idle_server_is_prompt(bus, server):
         times.append(time.monotonic() - began)
     # cheroot alone would wait for its select() timeout (0.5 s), uvicorn for its tick (0.1 s):
     # a stop woken by a tick can never be faster than the tick, however quiet the machine.
-    assert min(times) < 0.09, "stopping an idle %s took %s s" % (server, ", ".join("%.3f" % t for t in times))
+    # granian's stop waits ACCEPT_SETTLE on purpose (for the requests of its last connections).
+    bound = 0.09 + (granian_server.ACCEPT_SETTLE if server == "granian" else 0)
+    assert min(times) < bound, "stopping an idle %s took %s s" % (server, ", ".join("%.3f" % t for t in times))
 
 
 def test_port_in_use_fails_start_with_one_line(bus):
