@@ -208,8 +208,8 @@ def _native_watch_threads() -> int:
         try:
             with open("/proc/self/task/%s/comm" % task) as comm:
                 count += comm.read().startswith("notify-rs")
-        except FileNotFoundError:
-            pass  # ended while we looked
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # ended while we looked (gone, or ending: ESRCH on the read)
     return count
 
 

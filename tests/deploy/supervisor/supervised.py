@@ -203,7 +203,7 @@ def hold_still(pid: int, timeout: float = DEADLINE) -> None:
 def _thread_state(task: Path) -> str:
     try:
         return (task / "stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:  # the thread ended meanwhile
+    except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile (or is ending: ESRCH)
         return "T"
 
 
