@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import threading
+
+import pytest
 
 from serving import asgi_hello
 from support import DEADLINE
@@ -58,3 +61,29 @@ def test_a_connection_accepted_in_the_loop_turn_before_the_shutdown_is_answered(
         if client is not None:
             client.close()
     assert reply.startswith(b"HTTP/1.1 200 ") and b"\r\n\r\nhello /late from " in reply, reply
+
+
+def test_the_listener_takes_one_connection_per_turn_of_the_loop():
+    """asyncio accepts until the queue is empty at each wake-up: with workers sharing a listener,
+    the first one woken took every connection a client opened together (wrk's 10 on one worker of
+    two). One per turn leaves the others to whichever worker accepts next."""
+    paced = uvicorn_server.OneAcceptPerTurn.taking(open_listener(Bind.parse("127.0.0.1:0")))
+    paced.setblocking(False)
+    clients = [socket.create_connection(paced.getsockname(), timeout=DEADLINE) for _ in range(2)]
+
+    async def two_turns() -> None:
+        assert select.select([paced], [], [], DEADLINE)[0]
+        first, _ = paced.accept()
+        first.close()
+        with pytest.raises(BlockingIOError):
+            paced.accept()  # the second connection is waiting, but not for this turn
+        await asyncio.sleep(0)
+        second, _ = paced.accept()
+        second.close()
+
+    try:
+        asyncio.run(two_turns())
+    finally:
+        for client in clients:
+            client.close()
+        paced.close()

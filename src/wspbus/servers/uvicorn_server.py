@@ -64,7 +64,7 @@ class UvicornServer:
             self._server = uvicorn.Server(config)
             self._server.lifespan = config.lifespan_class(config)  # uvicorn's no-op: ours runs instead
             self._stop_requested = asyncio.Event()
-            self._listener = OneAcceptFailurePerTurn.taking(self._listener)
+            self._listener = OneAcceptPerTurn.taking(self._listener)
             shared.thread.run(self._server.startup(sockets=[self._listener]))
         except BaseException:
             self._listener.close()
@@ -122,37 +122,48 @@ class UvicornServer:
             self._listener.close()
 
 
-class OneAcceptFailurePerTurn(socket.socket):
-    """A listening socket that, once accept() failed for want of descriptors or memory, says
-    'nothing to accept' for the rest of that turn of the event loop.
+class OneAcceptPerTurn(socket.socket):
+    """A listening socket that accepts at most one connection per turn of the event loop; the
+    listener stays readable, so the next turn takes the next one.
 
-    CPython's selector loop (3.11, python/cpython#151615) goes on calling accept() after such a
-    failure, up to the listen backlog per wake-up, and for each one logs a traceback and schedules
-    a retry; each retry wakes it to do the same again (on a closed socket after a stop). Here the
-    first failure ends the loop's accept batch: one log record and one retry a second.
+    CPython's selector loop accepts up to the listen backlog per wake-up. With workers sharing a
+    listener, the first one woken took every connection waiting: a keep-alive client's 10
+    connections, opened together (wrk, a proxy's pool of upstream connections), all landed on one
+    worker, and --workers 2 served them no faster than one. One per turn leaves the rest to
+    whichever worker accepts next, as cheroot's loop does.
+
+    After accept() failed for want of descriptors or memory, it is the same: the loop (3.11,
+    python/cpython#151615) would otherwise go on calling accept(), up to the backlog per wake-up,
+    each failure logging a traceback and scheduling a retry that wakes it to do the same again
+    (on a closed socket after a stop). Here: one log record and one retry a second.
     """
 
-    _failed = False
+    _taken = False
     RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
     @classmethod
-    def taking(cls, listener: socket.socket) -> "OneAcceptFailurePerTurn":
+    def taking(cls, listener: socket.socket) -> "OneAcceptPerTurn":
         """This socket class on ``listener``'s descriptor (``listener`` is detached)."""
         return cls(listener.family, listener.type, listener.proto, fileno=listener.detach())
 
     def accept(self) -> tuple[socket.socket, Any]:
-        if self._failed:
-            raise BlockingIOError(errno.EAGAIN, "accept() failed already in this turn of the loop")
+        if self._taken:
+            raise BlockingIOError(errno.EAGAIN, "one accept() per turn of the loop")
         try:
-            return super().accept()
+            accepted = super().accept()
         except OSError as exc:
             if exc.errno in self.RESOURCE_ERRORS:
-                self._failed = True
-                asyncio.get_running_loop().call_soon(self._next_turn)
+                self._end_turn()
             raise
+        self._end_turn()
+        return accepted
+
+    def _end_turn(self) -> None:
+        self._taken = True
+        asyncio.get_running_loop().call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
-        self._failed = False
+        self._taken = False
 
 
 def _stop_accepting(servers: list[asyncio.Server]) -> None:
