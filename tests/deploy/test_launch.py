@@ -9,7 +9,7 @@ from serve_support import get
 
 import wspbus
 from wspbus.deploy.config import ConfigError, PluginConfig, ServerConfig, SiteConfig
-from wspbus.deploy.launch import deploy
+from wspbus.deploy.launch import build_servers, deploy
 from wspbus.deploy.site import Site, mount_app
 
 
@@ -61,3 +61,12 @@ def test_an_unknown_server_is_a_configuration_error_naming_where():
         deploy(wspbus.Bus(), config, Site([mount_app("/", hello)]), own_process=False)
     with pytest.raises(ConfigError, match=r"^quickstart\(\) server: unknown server 'bogus'"):
         wspbus.deploy.launch.quickstart(hello, bind="127.0.0.1:0", server="bogus", bus=wspbus.Bus())
+
+
+@pytest.mark.parametrize("workers, shared", [(None, False), (1, False), (2, True)])
+def test_the_servers_of_a_worker_among_several_know_their_listener_is_shared(workers, shared):
+    """With more than one worker, an ASGI server takes one connection per turn of its loop
+    (servers/uvicorn_server.OneAcceptPerTurn); alone on its listener it keeps asyncio's batches."""
+    config = SiteConfig(source="site.toml", workers=workers, servers=[ServerConfig(binds=["127.0.0.1:0"])])
+    servers = build_servers(wspbus.Bus(), Site([mount_app("/", hello)]), config)
+    assert [server.shared_listener for server in servers] == [shared]

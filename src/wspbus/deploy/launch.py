@@ -149,7 +149,8 @@ def build_servers(bus: Bus, site: Site, config: SiteConfig, health: Any = None) 
             try:
                 server = HTTPServer(bus, app, Bind.parse(bind), server=server_config.server,
                                     protocol=protocol, access_log=bool(config.access_log),
-                                    threads=server_config.threads, limits=server_config.limits)
+                                    threads=server_config.threads, limits=server_config.limits,
+                                    shared_listener=(config.workers or 1) > 1)
             except ValueError as exc:
                 raise ConfigError("%s server: %s" % (where, exc)) from None
             result.append(server)

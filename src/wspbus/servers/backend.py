@@ -58,6 +58,10 @@ class ServeOptions:
     limits: HeadLimits = field(default_factory=HeadLimits)
     #: The protocol of the app given to create(), for a server that speaks both.
     protocol: str = "wsgi"
+    #: Other processes accept on the same listener (supervised workers, more than one): a server
+    #: that would take every waiting connection at each wake-up takes one per turn instead, so
+    #: that connections opened together are shared (uvicorn_server.OneAcceptPerTurn).
+    shared_listener: bool = False
 
 
 class Waker:

@@ -38,7 +38,8 @@ class HTTPServer(ServerAdapter):
     """Serve ``app`` on ``bind`` from 'start' to 'stop'; after start, ``address`` is where it listens."""
 
     def __init__(self, bus: Any, app: Any, bind: Bind | str, *, server: str = "auto", protocol: str = "wsgi",
-                 access_log: bool = True, threads: int | None = None, limits: HeadLimits | None = None) -> None:
+                 access_log: bool = True, threads: int | None = None, limits: HeadLimits | None = None,
+                 shared_listener: bool = False) -> None:
         self.bind = bind if isinstance(bind, Bind) else Bind.parse(bind)
         if protocol == "auto":
             protocol = detect_protocol(app)
@@ -53,6 +54,8 @@ class HTTPServer(ServerAdapter):
         self.threads = threads
         #: What a request head may hold and how long it may take to arrive (servers/request_head.py).
         self.limits = limits or HeadLimits()
+        #: Other processes accept on the same socket (servers/backend.ServeOptions.shared_listener).
+        self.shared_listener = shared_listener
         #: Where the server listens once started: (host, port) for TCP, the path for a Unix socket.
         self.address: tuple[str, int] | str | None = None
         #: The protocol the server speaks to the app (the app's own, unless it is adapted).
@@ -99,7 +102,7 @@ class HTTPServer(ServerAdapter):
         self.address = address_of(self._listener)
         options = ServeOptions(threads=self.threads, graceful_timeout=getattr(self.bus, "graceful_timeout", None),
                                log=self.bus.log, name="wspbus %s" % self.bind, shared_loop=self._loop(),
-                               limits=self.limits, protocol=self.spoken)
+                               limits=self.limits, protocol=self.spoken, shared_listener=self.shared_listener)
         module = importlib.import_module("." + module_of(self.server), __package__)
         copy = second_descriptor(self._listener)
         try:

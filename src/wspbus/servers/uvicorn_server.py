@@ -64,7 +64,7 @@ class UvicornServer:
             self._server = uvicorn.Server(config)
             self._server.lifespan = config.lifespan_class(config)  # uvicorn's no-op: ours runs instead
             self._stop_requested = asyncio.Event()
-            self._listener = OneAcceptPerTurn.taking(self._listener)
+            self._listener = OneAcceptPerTurn.taking(self._listener, every_accept=self._options.shared_listener)
             shared.thread.run(self._server.startup(sockets=[self._listener]))
         except BaseException:
             self._listener.close()
@@ -123,28 +123,33 @@ class UvicornServer:
 
 
 class OneAcceptPerTurn(socket.socket):
-    """A listening socket that accepts at most one connection per turn of the event loop; the
-    listener stays readable, so the next turn takes the next one.
+    """A listening socket that, shared with other workers, accepts at most one connection per turn
+    of the event loop (the listener stays readable: the next turn takes the next one); and, once
+    accept() failed for want of descriptors or memory, none for the rest of that turn.
 
     CPython's selector loop accepts up to the listen backlog per wake-up. With workers sharing a
     listener, the first one woken took every connection waiting: a keep-alive client's 10
     connections, opened together (wrk, a proxy's pool of upstream connections), all landed on one
     worker, and --workers 2 served them no faster than one. One per turn leaves the rest to
-    whichever worker accepts next, as cheroot's loop does.
+    whichever worker accepts next, as cheroot's loop does. A listener nobody shares keeps the
+    batches: one per turn cost a single worker a quarter of its new connections per second.
 
-    After accept() failed for want of descriptors or memory, it is the same: the loop (3.11,
-    python/cpython#151615) would otherwise go on calling accept(), up to the backlog per wake-up,
-    each failure logging a traceback and scheduling a retry that wakes it to do the same again
-    (on a closed socket after a stop). Here: one log record and one retry a second.
+    After a failed accept the loop (3.11, python/cpython#151615) would otherwise go on calling
+    accept(), up to the backlog per wake-up, each failure logging a traceback and scheduling a
+    retry that wakes it to do the same again (on a closed socket after a stop). Here: one log
+    record and one retry a second.
     """
 
     _taken = False
+    every_accept = False  # every accept ends the turn (a shared listener), not only a failed one
     RESOURCE_ERRORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
     @classmethod
-    def taking(cls, listener: socket.socket) -> "OneAcceptPerTurn":
+    def taking(cls, listener: socket.socket, every_accept: bool) -> "OneAcceptPerTurn":
         """This socket class on ``listener``'s descriptor (``listener`` is detached)."""
-        return cls(listener.family, listener.type, listener.proto, fileno=listener.detach())
+        paced = cls(listener.family, listener.type, listener.proto, fileno=listener.detach())
+        paced.every_accept = every_accept
+        return paced
 
     def accept(self) -> tuple[socket.socket, Any]:
         if self._taken:
@@ -155,7 +160,8 @@ class OneAcceptPerTurn(socket.socket):
             if exc.errno in self.RESOURCE_ERRORS:
                 self._end_turn()
             raise
-        self._end_turn()
+        if self.every_accept:
+            self._end_turn()
         return accepted
 
     def _end_turn(self) -> None:
