@@ -8,6 +8,7 @@ for the binds of an app, failures, Starlette) in test_lifespan.py.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
@@ -20,7 +21,7 @@ from support import DEADLINE
 from wspbus.servers import HTTPServer, granian_server, protocols_of
 from wspbus.servers.backend import ServeOptions
 from wspbus.servers.request_head import HeadLimits
-from wspbus.servers.sockets.binds import Bind, open_listener
+from wspbus.servers.sockets.binds import Bind, open_listener, second_descriptor
 
 pytest.importorskip("granian")
 
@@ -149,4 +150,19 @@ def test_a_connection_granian_took_just_before_its_stop_gets_its_request_answere
             stopping.start()
         stopping.join(DEADLINE)
         serving.join(DEADLINE)
+        listener.close()
+
+
+def test_the_quiet_socket_is_not_inherited_by_children():
+    """os.dup2 makes its copy inheritable unless told: a fork+exec elsewhere in the process during
+    the settle would have passed the quiet listener on (found in review)."""
+    listener = open_listener(Bind.parse("127.0.0.1:0"))
+    copy = second_descriptor(listener)
+    fd = copy.detach()
+    try:
+        assert not os.get_inheritable(fd)
+        assert granian_server._silence(fd, os.fstat(fd).st_ino, socket.AF_INET)
+        assert not os.get_inheritable(fd)
+    finally:
+        os.close(fd)
         listener.close()

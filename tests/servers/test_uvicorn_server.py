@@ -88,3 +88,41 @@ def test_a_shared_listener_takes_one_connection_per_turn_of_the_loop():
         for client in clients:
             client.close()
         paced.close()
+
+
+def test_an_accept_outside_a_running_loop_paces_nothing():
+    """An accept with no loop running (a thread, a loop not started) returns its connection and
+    leaves the next accepts alone: found in review, the socket refused every later accept (its
+    turn never ended) and the loop spun on the readable listener."""
+    paced = uvicorn_server.OneAcceptPerTurn.taking(open_listener(Bind.parse("127.0.0.1:0")), every_accept=True)
+    paced.settimeout(DEADLINE)
+    first = socket.create_connection(paced.getsockname(), timeout=DEADLINE)
+    try:
+        paced.accept()[0].close()  # e.g. from a thread, or a loop that is not running
+        second = socket.create_connection(paced.getsockname(), timeout=DEADLINE)
+
+        async def later_turns() -> bool:
+            loop = asyncio.get_running_loop()
+            accepted = asyncio.Event()
+
+            class Noting(asyncio.Protocol):
+                def connection_made(self, transport):
+                    transport.close()
+                    accepted.set()
+
+            paced.setblocking(False)
+            server = await loop.create_server(Noting, sock=paced)
+            try:
+                await asyncio.wait_for(accepted.wait(), DEADLINE)
+                return True
+            except asyncio.TimeoutError:
+                return False
+            finally:
+                server.close()
+                await server.wait_closed()
+                await asyncio.sleep(0)  # the closed transport's last callback
+        assert asyncio.run(later_turns()), "the loop never accepted again (and spun: the listener stays readable)"
+        second.close()
+    finally:
+        first.close()
+        paced.close()

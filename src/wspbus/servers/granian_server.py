@@ -142,6 +142,9 @@ class GranianServer:
         fd, self._granian_fd = self._granian_fd, -1  # once: after the signal granian closes it
         if _silence(fd, self._listener_inode, self._family):
             time.sleep(ACCEPT_SETTLE)
+        elif fd >= 0:
+            self._options.log("granian: could not stop accepting before the stop (no quiet socket): "
+                              "a connection accepted in the last instant may be closed unanswered", 10)
         self._signal.set()
         timeout = self._options.graceful_timeout
         if not self._stopped.wait(timeout):
@@ -172,7 +175,7 @@ def _silence(fd: int, inode: int, family: int) -> bool:
         quiet.bind("" if family == socket.AF_UNIX else (("::1" if family == socket.AF_INET6 else "127.0.0.1"), 0))
         quiet.listen(1)
         quiet.setblocking(False)
-        os.dup2(quiet.fileno(), fd)
+        os.dup2(quiet.fileno(), fd, inheritable=False)  # as the listener was: a child must not get it
     except OSError:
         return False
     finally:

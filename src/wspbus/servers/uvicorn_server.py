@@ -137,7 +137,8 @@ class OneAcceptPerTurn(socket.socket):
     After a failed accept the loop (3.11, python/cpython#151615) would otherwise go on calling
     accept(), up to the backlog per wake-up, each failure logging a traceback and scheduling a
     retry that wakes it to do the same again (on a closed socket after a stop). Here: one log
-    record and one retry a second.
+    record and one retry a second. (uvloop accepts natively, without this socket's accept(): neither
+    applies there; wspbus's extras do not install it.)
     """
 
     _taken = False
@@ -165,8 +166,13 @@ class OneAcceptPerTurn(socket.socket):
         return accepted
 
     def _end_turn(self) -> None:
+        """No more accepts in this turn of the running loop (none running: nothing to pace)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # an accept outside the loop: refusing the next ones would never end
+        loop.call_soon(self._next_turn)
         self._taken = True
-        asyncio.get_running_loop().call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
         self._taken = False
