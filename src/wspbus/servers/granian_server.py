@@ -78,7 +78,6 @@ class GranianServer:
         #: ASGI: the loop this server runs on, the one its app's servers share, else one of its own.
         self._loop_share = options.shared_loop or SharedLoop()
         self._signal: Any = None
-        self._family = listener.family
         self._granian_fd = -1  # the listener's descriptor, granian's from prepare() on
         self._listener_inode = 0
         self._stopped = threading.Event()
@@ -140,7 +139,7 @@ class GranianServer:
         if self._signal is None:
             return
         fd, self._granian_fd = self._granian_fd, -1  # once: after the signal granian closes it
-        if _silence(fd, self._listener_inode, self._family):
+        if _silence(fd, self._listener_inode, self._listener.family):
             time.sleep(ACCEPT_SETTLE)
         elif fd >= 0:
             self._options.log("granian: could not stop accepting before the stop (no quiet socket): "
