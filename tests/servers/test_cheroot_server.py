@@ -13,6 +13,14 @@ from support import DEADLINE
 from wspbus.servers import HTTPServer
 
 
+def _slow_on_slow_path(slow: SlowApp):
+    """``slow`` on /slow, the hello app elsewhere."""
+
+    def app(environ, start_response):
+        return (slow if environ["PATH_INFO"] == "/slow" else wsgi_hello)(environ, start_response)
+    return app
+
+
 def test_two_requests_on_one_keep_alive_connection(bus):
     plugin = HTTPServer(bus, wsgi_hello, "127.0.0.1:0", server="cheroot")
     plugin.subscribe()
@@ -39,11 +47,7 @@ def test_connection_open_before_stop_gets_its_request_answered(bus):
     the stop, long after the connection loop ended (cheroot alone closes such a connection then).
     """
     slow = SlowApp("wsgi", delay=0.6)
-
-    def app(environ, start_response):
-        return (slow if environ["PATH_INFO"] == "/slow" else wsgi_hello)(environ, start_response)
-
-    plugin = HTTPServer(bus, app, "127.0.0.1:0", server="cheroot")
+    plugin = HTTPServer(bus, _slow_on_slow_path(slow), "127.0.0.1:0", server="cheroot")
     plugin.subscribe()
     bus.start()
     answers = []
@@ -106,12 +110,6 @@ def test_an_idle_kept_alive_connection_is_closed_at_a_stop_without_waiting(bus):
 
 SLOW_HEAD = b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 NEW_HEAD = b"GET /new HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-
-
-def _slow_on_slow_path(slow: SlowApp):
-    def app(environ, start_response):
-        return (slow if environ["PATH_INFO"] == "/slow" else wsgi_hello)(environ, start_response)
-    return app
 
 
 def test_a_listener_event_in_the_same_batch_as_the_request_that_fills_the_threads_is_left_alone():

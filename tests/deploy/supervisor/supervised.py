@@ -152,18 +152,17 @@ def every_worker_busy(site, workers: list[int], path: str, said: str) -> list[co
     process accepts nothing, and its request goes on once it is let go (SIGCONT) before this returns.
     """
     pool = concurrent.futures.ThreadPoolExecutor(len(workers))
-    futures, held = [], []
-    try:
-        for _ in workers:
-            futures.append(pool.submit(site.get, path, 60 + DEADLINE))
-            pid = int(site.child.expect(r"^%s in (\d+)" % said).group(1))
-            assert pid in workers and pid not in held, "request reached %d, held %r of %r" % (pid, held, workers)
-            hold_still(pid)
-            held.append(pid)
-    finally:
-        for pid in held:
-            os.kill(pid, signal.SIGCONT)
-        pool.shutdown(wait=False)
+    futures = []
+    with HeldStill() as held:
+        try:
+            for _ in workers:
+                futures.append(pool.submit(site.get, path, 60 + DEADLINE))
+                pid = int(site.child.expect(r"^%s in (\d+)" % said).group(1))
+                assert pid in workers and pid not in held.pids, "request reached %d, held %r of %r" % (
+                    pid, held.pids, workers)
+                held.hold(pid)
+        finally:
+            pool.shutdown(wait=False)
     return futures
 
 
@@ -173,17 +172,30 @@ def answered_by(site: Site, count: int) -> set[int]:
     Each worker that answered is held still (``hold_still``) until ``count`` did (the kernel may hand
     every connection to the same worker while it is idle), then let go.
     """
-    held: list[int] = []
-    try:
+    with HeldStill() as held:
         for _ in range(count):
             pid = int(site.get()[1].split()[1])
-            assert pid not in held, "%d answered again while stopped: %r" % (pid, held)
-            hold_still(pid)
-            held.append(pid)
-    finally:
-        for pid in held:
+            assert pid not in held.pids, "%d answered again while stopped: %r" % (pid, held.pids)
+            held.hold(pid)
+    return set(held.pids)
+
+
+class HeldStill:
+    """Processes held still (``hold_still``) for the length of a ``with`` block, let go (SIGCONT) at its end."""
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+
+    def __enter__(self) -> "HeldStill":
+        return self
+
+    def hold(self, pid: int) -> None:
+        hold_still(pid)
+        self.pids.append(pid)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for pid in self.pids:
             os.kill(pid, signal.SIGCONT)
-    return set(held)
 
 
 def hold_still(pid: int, timeout: float = DEADLINE) -> None:
